@@ -99,9 +99,22 @@ std::string Cmdline::str() const {
 std::optional<bool> kstrtobool(std::string_view text) {
     if (text.empty()) return std::nullopt;
     switch (text[0]) {
-        case 'y': case 'Y': case 't': case 'T': case '1': case 'e': case 'E': return true;
-        case 'n': case 'N': case 'f': case 'F': case '0': case 'd': case 'D': return false;
-        case 'o': case 'O':
+        case 'y':
+        case 'Y':
+        case 't':
+        case 'T':
+        case '1':
+        case 'e':
+        case 'E': return true;
+        case 'n':
+        case 'N':
+        case 'f':
+        case 'F':
+        case '0':
+        case 'd':
+        case 'D': return false;
+        case 'o':
+        case 'O':
             if (text.size() < 2) return std::nullopt;
             if (text[1] == 'n' || text[1] == 'N') return true;
             if (text[1] == 'f' || text[1] == 'F') return false;

@@ -64,8 +64,9 @@ DebugfsState ensure_debugfs(Sysroot& root, bool may_mount) {
         return state;
     }
     if (!root.is_live()) {
-        state.error = plain_error(mounts_path.host.string(),
-                                  "debugfs is not mounted in this sysroot (khod mounts only on the live system)");
+        state.error =
+            plain_error(mounts_path.host.string(),
+                        "debugfs is not mounted in this sysroot (khod mounts only on the live system)");
         return state;
     }
     if (!may_mount) {

@@ -11,9 +11,9 @@
 namespace khod {
 
 struct DebugfsState {
-    bool mounted = false;      // debugfs is reachable at mountpoint
-    bool mounted_now = false;  // and it was this call that mounted it
-    std::string mountpoint;    // kernel path
+    bool mounted = false;        // debugfs is reachable at mountpoint
+    bool mounted_now = false;    // and it was this call that mounted it
+    std::string mountpoint;      // kernel path
     std::optional<Error> error;  // why debugfs is not reachable
 };
 

@@ -9,11 +9,11 @@
 namespace khod {
 
 struct KexecState {
-    Probe<bool> loaded;                         // a kexec image is staged for reboot
-    Probe<bool> crash_loaded;                   // a crash kernel is loaded
-    Probe<std::uint64_t> crash_size;            // bytes reserved by crashkernel=
-    Probe<std::uint64_t> crash_elfcorehdr_size; // program-header room the kernel reserves for updates
-    Probe<bool> crash_hotplug_cpu;              // 1 while the loaded crash image is updated in place
+    Probe<bool> loaded;                          // a kexec image is staged for reboot
+    Probe<bool> crash_loaded;                    // a crash kernel is loaded
+    Probe<std::uint64_t> crash_size;             // bytes reserved by crashkernel=
+    Probe<std::uint64_t> crash_elfcorehdr_size;  // program-header room the kernel reserves for updates
+    Probe<bool> crash_hotplug_cpu;               // 1 while the loaded crash image is updated in place
     Probe<bool> crash_hotplug_memory;
 };
 

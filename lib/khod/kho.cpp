@@ -17,7 +17,8 @@ const char* to_string(KhoAbi abi) {
 const char* describe(KhoAbi abi) {
     switch (abi) {
         case KhoAbi::finalize: return "6.16-6.18: debugfs kho/out/finalize (write 1 to finalize, 0 to abort)";
-        case KhoAbi::stateless: return "7.x: stateless, no finalize file; kho/out/scratch_phys and scratch_len";
+        case KhoAbi::stateless:
+            return "7.x: stateless, no finalize file; kho/out/scratch_phys and scratch_len";
         case KhoAbi::stateless_bootmem: return "7.4+: stateless; kho/out/bootmem_phys and bootmem_len";
         case KhoAbi::unknown: break;
     }
@@ -63,7 +64,8 @@ Result<std::vector<ScratchArea>> read_scratch_areas(const Sysroot& root, KhoAbi 
     if (!len) return len.error();
     if (phys->size() != len->size())
         return plain_error(len_path.host.string(), "has " + std::to_string(len->size()) + " areas but " +
-                                                       phys_path.kernel + " has " + std::to_string(phys->size()));
+                                                       phys_path.kernel + " has " +
+                                                       std::to_string(phys->size()));
 
     // Per-node areas follow the N_MEMORY nodes of boot time. Name them only
     // when today's list has exactly as many nodes (hot-added nodes get no area).
@@ -110,10 +112,12 @@ KhoStatus probe_kho(const Sysroot& root, const Cmdline& cmdline, const DebugfsSt
         s.active_reason = "kho/ present in debugfs";
     } else if (debugfs.mounted) {
         s.active = false;
-        s.active_reason = s.cmdline_enabled.value_or(false)
-                              ? "kho=" + *s.cmdline_value + " given, but the kernel created no kho/ in debugfs "
-                                "(not built with KEXEC_HANDOVER_DEBUGFS, or KHO failed to initialise: see dmesg)"
-                              : "no kho/ in debugfs";
+        s.active_reason =
+            s.cmdline_enabled.value_or(false)
+                ? "kho=" + *s.cmdline_value +
+                      " given, but the kernel created no kho/ in debugfs "
+                      "(not built with KEXEC_HANDOVER_DEBUGFS, or KHO failed to initialise: see dmesg)"
+                : "no kho/ in debugfs";
     } else if (s.cmdline_enabled) {
         s.active_reason = "debugfs unreachable; kho=" + *s.cmdline_value + " on the command line";
     } else {

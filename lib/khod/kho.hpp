@@ -21,14 +21,14 @@ enum class KhoAbi {
     stateless_bootmem,  // 7.4+: as stateless, files renamed bootmem_phys + bootmem_len
 };
 
-const char* to_string(KhoAbi abi);   // "unknown", "finalize", "stateless", "stateless-bootmem"
-const char* describe(KhoAbi abi);    // for people: which kernels and which files
+const char* to_string(KhoAbi abi);  // "unknown", "finalize", "stateless", "stateless-bootmem"
+const char* describe(KhoAbi abi);   // for people: which kernels and which files
 
 // One scratch area, in the kernel's array order: [0] below 4 GiB, [1] global,
 // [2..] one per memory node that existed at boot.
 struct ScratchArea {
     unsigned index = 0;
-    std::string kind;             // "lowmem", "global" or "node"
+    std::string kind;              // "lowmem", "global" or "node"
     std::optional<unsigned> node;  // for kind "node", when the node list allows naming it
     std::uint64_t phys = 0;
     std::uint64_t size = 0;

@@ -10,8 +10,8 @@
 namespace khod {
 
 struct LiveupdateStatus {
-    std::string device;                    // kernel path of the device node
-    bool present = false;                  // the node exists (needs liveupdate=on and KHO)
+    std::string device;                        // kernel path of the device node
+    bool present = false;                      // the node exists (needs liveupdate=on and KHO)
     std::optional<std::string> cmdline_value;  // text after "liveupdate="
 };
 

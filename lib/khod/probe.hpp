@@ -25,7 +25,9 @@ struct Probe {
 };
 
 // ENOENT/ENOTDIR mean the kernel has no such file: not supported, not an error.
-inline bool is_missing(const Error& e) { return e.code == ENOENT || e.code == ENOTDIR; }
+inline bool is_missing(const Error& e) {
+    return e.code == ENOENT || e.code == ENOTDIR;
+}
 
 template <class T>
 Probe<T> make_probe(const KernelPath& path, Result<T> result) {

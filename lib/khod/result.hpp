@@ -10,9 +10,9 @@
 namespace khod {
 
 struct Error {
-    int code = 0;          // errno value, or 0 when the failure is not a syscall's
-    std::string path;      // the file or object concerned, if any
-    std::string message;   // what went wrong, for a person
+    int code = 0;         // errno value, or 0 when the failure is not a syscall's
+    std::string path;     // the file or object concerned, if any
+    std::string message;  // what went wrong, for a person
 
     // "<path>: <message>: <strerror> (<ERRNAME>)", leaving out empty parts.
     std::string describe() const;
@@ -29,8 +29,8 @@ std::string errno_name(int code);
 template <class T>
 class [[nodiscard]] Result {
 public:
-    Result(T value) : v_(std::move(value)) {}       // NOLINT(google-explicit-constructor)
-    Result(Error error) : v_(std::move(error)) {}   // NOLINT(google-explicit-constructor)
+    Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
+    Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
     bool has_value() const { return v_.index() == 0; }
     explicit operator bool() const { return has_value(); }

@@ -35,7 +35,9 @@ std::string probe_text(const Probe<T>& p, Fmt fmt) {
     return "error: " + p.error.describe();
 }
 
-std::string yes_no(bool v) { return v ? "yes" : "no"; }
+std::string yes_no(bool v) {
+    return v ? "yes" : "no";
+}
 
 std::string bytes_text(std::uint64_t v) {
     return human_size(v) + " (" + std::to_string(v) + " bytes)";
@@ -62,12 +64,14 @@ std::string format_status(const Status& s) {
     t.row("active", s.kho.active ? yes_no(*s.kho.active) + " (" + s.kho.active_reason + ")"
                                  : "unknown (" + s.kho.active_reason + ")");
     t.row("kho= on command line", s.kho.cmdline_value ? *s.kho.cmdline_value : "(not given)");
-    t.row(s.kho.scratch_param_name + "=", s.kho.scratch_param ? *s.kho.scratch_param : "(not given: default)");
+    t.row(s.kho.scratch_param_name + "=",
+          s.kho.scratch_param ? *s.kho.scratch_param : "(not given: default)");
     std::string debugfs;
     if (s.kho.debugfs.mounted)
         debugfs = s.kho.debugfs.mountpoint + (s.kho.debugfs.mounted_now ? " (mounted it now)" : "");
     else
-        debugfs = "not reachable: " + (s.kho.debugfs.error ? s.kho.debugfs.error->describe() : std::string("?"));
+        debugfs =
+            "not reachable: " + (s.kho.debugfs.error ? s.kho.debugfs.error->describe() : std::string("?"));
     t.row("debugfs", debugfs);
     t.row("ABI", std::string(to_string(s.kho.abi)) + " (" + describe(s.kho.abi) + ")");
     if (s.kho.abi == KhoAbi::finalize) t.row("finalized", probe_text(s.kho.finalized, yes_no));

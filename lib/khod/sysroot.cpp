@@ -21,7 +21,9 @@ std::string_view trim(std::string_view s) {
     return s;
 }
 
-std::string host_string(const KernelPath& path) { return path.host.string(); }
+std::string host_string(const KernelPath& path) {
+    return path.host.string();
+}
 
 }  // namespace
 
@@ -47,10 +49,18 @@ KernelPath Sysroot::under(std::string_view base, std::string_view rel) const {
     return resolve(kernel);
 }
 
-KernelPath Sysroot::sys(std::string_view rel) const { return under("/sys", rel); }
-KernelPath Sysroot::proc(std::string_view rel) const { return under("/proc", rel); }
-KernelPath Sysroot::dev(std::string_view rel) const { return under("/dev", rel); }
-KernelPath Sysroot::debugfs(std::string_view rel) const { return under(debugfs_mountpoint_, rel); }
+KernelPath Sysroot::sys(std::string_view rel) const {
+    return under("/sys", rel);
+}
+KernelPath Sysroot::proc(std::string_view rel) const {
+    return under("/proc", rel);
+}
+KernelPath Sysroot::dev(std::string_view rel) const {
+    return under("/dev", rel);
+}
+KernelPath Sysroot::debugfs(std::string_view rel) const {
+    return under(debugfs_mountpoint_, rel);
+}
 
 Result<std::string> read_file(const KernelPath& path) {
     UniqueFd fd(::open(path.host.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));

@@ -16,7 +16,8 @@ std::string human_size(std::uint64_t bytes) {
     }
     char buf[48];
     if (bytes % scale == 0) {
-        std::snprintf(buf, sizeof buf, "%llu %s", static_cast<unsigned long long>(bytes / scale), names[unit]);
+        std::snprintf(buf, sizeof buf, "%llu %s", static_cast<unsigned long long>(bytes / scale),
+                      names[unit]);
     } else {
         std::snprintf(buf, sizeof buf, "%.1f %s", static_cast<double>(bytes) / static_cast<double>(scale),
                       names[unit]);
@@ -40,9 +41,12 @@ Result<MemparseResult> memparse(std::string_view text) {
     for (; i < text.size(); ++i) {
         int c = std::tolower(static_cast<unsigned char>(text[i]));
         unsigned digit;
-        if (c >= '0' && c <= '9') digit = static_cast<unsigned>(c - '0');
-        else if (c >= 'a' && c <= 'f') digit = static_cast<unsigned>(c - 'a' + 10);
-        else break;
+        if (c >= '0' && c <= '9')
+            digit = static_cast<unsigned>(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            digit = static_cast<unsigned>(c - 'a' + 10);
+        else
+            break;
         if (digit >= base) break;
         if (value > (UINT64_MAX - digit) / base) return plain_error(std::string(text), "number too large");
         value = value * base + digit;

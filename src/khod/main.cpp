@@ -31,8 +31,8 @@ void log_kernel_state(const khod::Status& s) {
     sd_journal_send("MESSAGE=kernel %s: KHO active %s (%s), ABI %s, %zu scratch areas, /dev/liveupdate %s",
                     release.c_str(), yes_no_unknown(s.kho.active), s.kho.active_reason.c_str(), abi, areas,
                     s.liveupdate.present ? "present" : "absent", "PRIORITY=%i", LOG_INFO,
-                    "KHOD_KERNEL_RELEASE=%s", release.c_str(), "KHOD_KHO_ABI=%s", abi,
-                    "KHOD_KHO_ACTIVE=%s", yes_no_unknown(s.kho.active), nullptr);
+                    "KHOD_KERNEL_RELEASE=%s", release.c_str(), "KHOD_KHO_ABI=%s", abi, "KHOD_KHO_ACTIVE=%s",
+                    yes_no_unknown(s.kho.active), nullptr);
     if (s.kho.debugfs.mounted_now)
         sd_journal_send("MESSAGE=mounted debugfs at %s", s.kho.debugfs.mountpoint.c_str(), "PRIORITY=%i",
                         LOG_NOTICE, nullptr);

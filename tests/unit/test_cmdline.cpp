@@ -35,7 +35,9 @@ TEST(Cmdline, WithReplacesEveryOccurrence) {
 }
 
 TEST(Kstrtobool, KernelSpellings) {
-    for (const char* t : {"1", "y", "Y", "yes", "t", "true", "on", "ON", "e", "enable"}) EXPECT_EQ(kstrtobool(t), true) << t;
-    for (const char* f : {"0", "n", "no", "f", "false", "off", "Off", "d", "disable"}) EXPECT_EQ(kstrtobool(f), false) << f;
+    for (const char* t : {"1", "y", "Y", "yes", "t", "true", "on", "ON", "e", "enable"})
+        EXPECT_EQ(kstrtobool(t), true) << t;
+    for (const char* f : {"0", "n", "no", "f", "false", "off", "Off", "d", "disable"})
+        EXPECT_EQ(kstrtobool(f), false) << f;
     for (const char* bad : {"", "o", "ox", "2", "maybe"}) EXPECT_FALSE(kstrtobool(bad)) << bad;
 }

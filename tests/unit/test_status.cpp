@@ -142,7 +142,8 @@ TEST(StatusBroken, EveryMissingFileIsUnsupportedNeverZero) {
     EXPECT_FALSE(s.liveupdate.present);
 
     std::string text = format_status(s);
-    EXPECT_NE(text.find("not supported by this kernel (no /sys/kernel/kexec/crash_size)"), std::string::npos) << text;
+    EXPECT_NE(text.find("not supported by this kernel (no /sys/kernel/kexec/crash_size)"), std::string::npos)
+        << text;
     auto j = to_json(s);
     EXPECT_EQ(j["kexec"]["crash_size"]["status"], "unsupported");
     EXPECT_TRUE(j["kexec"]["crash_size"]["value"].is_null());

@@ -1,8 +1,8 @@
 #include "tree.hpp"
 
+#include <cstdlib>
 #include <fstream>
 #include <stdexcept>
-#include <cstdlib>
 
 namespace khod::test {
 
@@ -23,7 +23,9 @@ void TempTree::write(const std::string& rel, const std::string& content) const {
     std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
 }
 
-void TempTree::mkdir(const std::string& rel) const { std::filesystem::create_directories(root_ / rel); }
+void TempTree::mkdir(const std::string& rel) const {
+    std::filesystem::create_directories(root_ / rel);
+}
 
 void TempTree::symlink(const std::string& target, const std::string& rel) const {
     auto path = root_ / rel;
@@ -33,12 +35,17 @@ void TempTree::symlink(const std::string& target, const std::string& rel) const 
 
 void TempTree::copy_from(const std::filesystem::path& fixture) const {
     std::filesystem::copy(fixture, root_,
-                          std::filesystem::copy_options::recursive | std::filesystem::copy_options::copy_symlinks |
+                          std::filesystem::copy_options::recursive |
+                              std::filesystem::copy_options::copy_symlinks |
                               std::filesystem::copy_options::overwrite_existing);
 }
 
-void TempTree::remove(const std::string& rel) const { std::filesystem::remove_all(root_ / rel); }
+void TempTree::remove(const std::string& rel) const {
+    std::filesystem::remove_all(root_ / rel);
+}
 
-std::filesystem::path fixture(const std::string& name) { return std::filesystem::path(KHOD_FIXTURES) / name; }
+std::filesystem::path fixture(const std::string& name) {
+    return std::filesystem::path(KHOD_FIXTURES) / name;
+}
 
 }  // namespace khod::test
