@@ -1,0 +1,1 @@
+"""khod VM scenarios: one module per scenario (see ../README.md)."""
