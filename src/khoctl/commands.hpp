@@ -1,0 +1,20 @@
+// khoctl's commands. Each add_*_commands() adds its subcommands to the app;
+// when one of them is parsed, it stores what to run in `selected`.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+
+namespace khoctl {
+
+struct GlobalOptions {
+    std::string sysroot = "/";
+    bool json = false;
+};
+
+using Runner = std::function<int()>;
+
+void add_status_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
+
+}  // namespace khoctl
