@@ -26,11 +26,12 @@ Error plain_error(std::string path, std::string message);
 // Symbolic name of an errno value ("ENOENT"), or the number as text.
 std::string errno_name(int code);
 
-template <class T>
+// E is Error unless a module needs a richer failure (see handover.hpp).
+template <class T, class E = Error>
 class [[nodiscard]] Result {
 public:
-    Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
-    Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
+    Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+    Result(E error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
     bool has_value() const { return v_.index() == 0; }
     explicit operator bool() const { return has_value(); }
@@ -43,24 +44,24 @@ public:
     T* operator->() { return &value(); }
     const T* operator->() const { return &value(); }
 
-    const Error& error() const { return std::get<1>(v_); }
+    const E& error() const { return std::get<1>(v_); }
 
 private:
-    std::variant<T, Error> v_;
+    std::variant<T, E> v_;
 };
 
-template <>
-class [[nodiscard]] Result<void> {
+template <class E>
+class [[nodiscard]] Result<void, E> {
 public:
     Result() = default;
-    Result(Error error) : error_(std::move(error)), ok_(false) {}  // NOLINT(google-explicit-constructor)
+    Result(E error) : error_(std::move(error)), ok_(false) {}  // NOLINT(google-explicit-constructor)
 
     bool has_value() const { return ok_; }
     explicit operator bool() const { return ok_; }
-    const Error& error() const { return error_; }
+    const E& error() const { return error_; }
 
 private:
-    Error error_;
+    E error_{};
     bool ok_ = true;
 };
 

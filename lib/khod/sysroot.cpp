@@ -79,6 +79,20 @@ Result<std::string> read_file(const KernelPath& path) {
     return data;
 }
 
+Result<void> write_file(const KernelPath& path, std::string_view data) {
+    UniqueFd fd(::open(path.host.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOCTTY));
+    if (!fd.valid()) return errno_error(errno, host_string(path), "cannot open for writing");
+    while (!data.empty()) {
+        ssize_t n = ::write(fd.get(), data.data(), data.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return errno_error(errno, host_string(path), "write failed");
+        }
+        data.remove_prefix(static_cast<size_t>(n));
+    }
+    return {};
+}
+
 Result<std::string> read_trimmed(const KernelPath& path) {
     auto data = read_file(path);
     if (!data) return data.error();

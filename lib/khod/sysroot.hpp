@@ -58,6 +58,9 @@ Result<std::uint64_t> read_u64(const KernelPath& path);
 Result<std::uint64_t> read_hex_u64(const KernelPath& path);
 // A 0/1 flag.
 Result<bool> read_flag(const KernelPath& path);
+// Replaces a file's content the way `echo data > file` does (O_TRUNC, no O_CREAT):
+// for sysfs/debugfs attributes the kernel's errno comes back from write().
+Result<void> write_file(const KernelPath& path, std::string_view data);
 // Names in a directory, sorted.
 Result<std::vector<std::string>> list_dir(const KernelPath& path);
 // lstat-free existence test that follows symlinks; errors other than ENOENT count as present.

@@ -16,5 +16,6 @@ struct GlobalOptions {
 using Runner = std::function<int()>;
 
 void add_status_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
+void add_handover_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 
 }  // namespace khoctl

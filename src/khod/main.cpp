@@ -1,23 +1,36 @@
-// khod: the daemon. For now it detects the kernel's KHO, live update and
-// kdump state at start, logs it to the journal, tells systemd it is ready and
-// keeps the watchdog fed from its sd-event loop until asked to stop.
+// khod: the daemon. Serves org.kexec.khod1 on the system bus, with state
+// rebuilt from the kernel at every start, from an sd-event loop that also
+// feeds systemd's watchdog.
 #define SD_JOURNAL_SUPPRESS_LOCATION
+#include <systemd/sd-bus.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 #include <systemd/sd-journal.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <string>
 
+#include "bus_handover.hpp"
+#include "introspect.hpp"
 #include "khod-config.h"
+#include "khod/fake_kexec.hpp"
 #include "khod/status.hpp"
 #include "khod/sysroot.hpp"
 #include "sd_ptr.hpp"
+#include "system_kexec.hpp"
 
 namespace {
+
+struct Options {
+    std::string sysroot = "/";
+    std::string runtime_dir;
+    bool fake_kexec = false;
+};
 
 const char* yes_no_unknown(const std::optional<bool>& v) {
     if (!v) return "unknown";
@@ -41,14 +54,29 @@ void log_kernel_state(const khod::Status& s) {
                         nullptr);
 }
 
-int run(const std::string& sysroot) {
-    sd_event* raw = nullptr;
-    int r = sd_event_default(&raw);
-    if (r < 0) {
-        std::cerr << "khod: sd_event_default: " << std::strerror(-r) << '\n';
-        return 1;
+int fail(const char* what, int negative_errno) {
+    std::cerr << "khod: " << what << ": " << std::strerror(-negative_errno) << '\n';
+    sd_notifyf(0, "STATUS=%s failed: %s\nERRNO=%i", what, std::strerror(-negative_errno), -negative_errno);
+    return 1;
+}
+
+int run(const Options& options) {
+    khod::Sysroot root(options.sysroot);
+    std::unique_ptr<khod::KexecBackend> backend;
+    if (options.fake_kexec) {
+        if (root.is_live()) {
+            std::cerr << "khod: --fake-kexec is for fixture sysroots only; give --sysroot\n";
+            return 1;
+        }
+        backend = std::make_unique<khod::FakeKexecBackend>(root);
+    } else {
+        backend = std::make_unique<khod::SystemKexecBackend>(root);
     }
-    khod::SdEventPtr event(raw);
+
+    sd_event* raw_event = nullptr;
+    int r = sd_event_default(&raw_event);
+    if (r < 0) return fail("sd_event_default", r);
+    khod::SdEventPtr event(raw_event);
 
     // SIGTERM/SIGINT end the loop cleanly; sd-event needs them blocked first.
     sigset_t mask;
@@ -56,30 +84,41 @@ int run(const std::string& sysroot) {
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigprocmask(SIG_BLOCK, &mask, nullptr);
-    for (int sig : {SIGTERM, SIGINT}) {
-        r = sd_event_add_signal(event.get(), nullptr, sig, nullptr, nullptr);
-        if (r < 0) {
-            std::cerr << "khod: sd_event_add_signal: " << std::strerror(-r) << '\n';
-            return 1;
-        }
-    }
+    for (int sig : {SIGTERM, SIGINT})
+        if ((r = sd_event_add_signal(event.get(), nullptr, sig, nullptr, nullptr)) < 0)
+            return fail("sd_event_add_signal", r);
     // Pings WATCHDOG=1 at half of WatchdogSec= when systemd asks for it.
-    r = sd_event_set_watchdog(event.get(), 1);
-    if (r < 0) std::cerr << "khod: sd_event_set_watchdog: " << std::strerror(-r) << '\n';
+    if ((r = sd_event_set_watchdog(event.get(), 1)) < 0) return fail("sd_event_set_watchdog", r);
 
-    khod::Sysroot root(sysroot);
     khod::Status status = khod::probe_status(root, khod::StatusOptions{});
     log_kernel_state(status);
 
-    std::string ready = "READY=1\nSTATUS=KHO " + std::string(yes_no_unknown(status.kho.active)) + ", ABI " +
-                        khod::to_string(status.kho.abi);
-    sd_notify(0, ready.c_str());
+    std::string runtime_dir = options.runtime_dir;
+    if (runtime_dir.empty()) {
+        const char* env = std::getenv("RUNTIME_DIRECTORY");  // set by systemd's RuntimeDirectory=
+        runtime_dir = env && *env ? env : "/run/khod";
+    }
+    khod::Handover handover(root, *backend, runtime_dir, khod::default_handover_hooks());
+    handover.recover();
+    sd_journal_print(LOG_INFO, "handover state %s (rebuilt from the kernel and %s)",
+                     khod::to_string(handover.state()), handover.record_path().c_str());
+
+    sd_bus* raw_bus = nullptr;
+    // DBUS_SYSTEM_BUS_ADDRESS points tests at a private bus.
+    if ((r = sd_bus_open_system(&raw_bus)) < 0) return fail("connecting to the system bus", r);
+    khod::SdBusPtr bus(raw_bus);
+    khod::HandoverObject handover_object(bus.get(), event.get(), &handover);
+    if ((r = handover_object.attach()) < 0) return fail("adding org.kexec.khod1.Handover", r);
+    if ((r = sd_bus_attach_event(bus.get(), event.get(), SD_EVENT_PRIORITY_NORMAL)) < 0)
+        return fail("attaching the bus to the event loop", r);
+    if ((r = sd_bus_request_name(bus.get(), khod::bus_name, 0)) < 0)
+        return fail("taking the bus name org.kexec.khod1", r);
+
+    sd_notifyf(0, "READY=1\nSTATUS=handover %s, KHO ABI %s", khod::to_string(handover.state()),
+               khod::to_string(handover.abi()));
     r = sd_event_loop(event.get());
     sd_notify(0, "STOPPING=1");
-    if (r < 0) {
-        std::cerr << "khod: event loop: " << std::strerror(-r) << '\n';
-        return 1;
-    }
+    if (r < 0) return fail("event loop", r);
     return 0;
 }
 
@@ -88,12 +127,29 @@ int run(const std::string& sysroot) {
 int main(int argc, char** argv) {
     CLI::App app{"khod - kexec handover and kdump daemon"};
     app.set_version_flag("--version", std::string("khod ") + KHOD_VERSION);
-    std::string sysroot = "/";
-    app.add_option("--sysroot", sysroot, "Read kernel files under DIR instead of /")->type_name("DIR");
+    Options options;
+    bool introspect = false;
+    app.add_option("--sysroot", options.sysroot, "Read kernel files under DIR instead of /")
+        ->type_name("DIR");
+    app.add_option("--runtime-dir", options.runtime_dir,
+                   "Where the staged target is recorded (default $RUNTIME_DIRECTORY, else /run/khod)")
+        ->type_name("DIR");
+    app.add_flag("--fake-kexec", options.fake_kexec,
+                 "Tests only: simulate kexec loads in the --sysroot tree instead of making syscalls");
+    app.add_flag("--bus-introspect", introspect, "Print the D-Bus interfaces this build exports, then exit");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return app.exit(e);
     }
-    return run(sysroot);
+    if (introspect) {
+        auto xml = khod::introspect_exported_objects();
+        if (!xml) {
+            std::cerr << "khod: " << xml.error().describe() << '\n';
+            return 1;
+        }
+        std::cout << *xml;
+        return 0;
+    }
+    return run(options);
 }

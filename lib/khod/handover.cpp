@@ -1,0 +1,338 @@
+#include "khod/handover.hpp"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <system_error>
+
+#include "khod/debugfs.hpp"
+#include "khod/kexec_state.hpp"
+
+namespace khod {
+
+const char* to_string(HandoverState state) {
+    switch (state) {
+        case HandoverState::prepared: return "prepared";
+        case HandoverState::finalized: return "finalized";
+        case HandoverState::loaded: return "loaded";
+        case HandoverState::executing: return "executing";
+        case HandoverState::idle: break;
+    }
+    return "idle";
+}
+
+const char* to_string(HandoverErrc kind) {
+    switch (kind) {
+        case HandoverErrc::wrong_state: return "WrongState";
+        case HandoverErrc::not_supported: return "NotSupported";
+        case HandoverErrc::preflight_failed: return "PreflightFailed";
+        case HandoverErrc::invalid_argument: return "InvalidArgument";
+        case HandoverErrc::kernel_refused: return "KernelRefused";
+        case HandoverErrc::io_error: break;
+    }
+    return "IOError";
+}
+
+std::string explain_finalize_errno(int code, bool finalizing) {
+    switch (code) {
+        case EEXIST: return "the kernel says KHO is already finalized";
+        case ENOENT: return "the kernel says KHO is not finalized, so there is nothing to abort";
+        case EBUSY:
+            return finalizing ? "a KHO client refused to serialize its state (EBUSY); see dmesg"
+                              : "the KHO state is in use (EBUSY): unload the kexec image first";
+        case ENOMEM: return "the kernel ran out of memory serializing the KHO state";
+        case EPERM:
+        case EACCES: return "permission denied: finalize needs root (CAP_SYS_ADMIN)";
+        default: return finalizing ? "the kernel refused to finalize" : "the kernel refused to abort";
+    }
+}
+
+struct Handover::Snapshot {
+    HandoverState state;
+    KhoAbi abi;
+    std::string kernel, initrd, cmdline, last_error;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> scratch;
+};
+
+Handover::Handover(Sysroot& root, KexecBackend& backend, std::filesystem::path state_dir, HandoverHooks hooks)
+    : root_(root), backend_(backend), state_dir_(std::move(state_dir)), hooks_(std::move(hooks)) {}
+
+Handover::Snapshot Handover::snapshot() const {
+    Snapshot s{state_, abi_, target_.kernel, target_.initrd, target_.cmdline, last_error_, {}};
+    for (const auto& a : scratch_) s.scratch.emplace_back(a.phys, a.size);
+    return s;
+}
+
+void Handover::notify(const Snapshot& before) {
+    if (!listener_) return;
+    std::vector<std::string> changed;
+    if (before.state != state_) changed.emplace_back("State");
+    if (before.abi != abi_) changed.emplace_back("Abi");
+    if (before.kernel != target_.kernel) changed.emplace_back("TargetKernel");
+    if (before.initrd != target_.initrd) changed.emplace_back("TargetInitrd");
+    if (before.cmdline != target_.cmdline) changed.emplace_back("TargetCmdline");
+    if (before.last_error != last_error_) changed.emplace_back("LastError");
+    if (before.scratch != snapshot().scratch) changed.emplace_back("ScratchAreas");
+    if (!changed.empty()) listener_(changed);
+}
+
+HandoverError Handover::fail(HandoverErrc kind, Error error) {
+    HandoverError e{kind, std::move(error)};
+    last_error_ = std::string(to_string(kind)) + ": " + e.describe();
+    return e;
+}
+
+void Handover::refresh_kernel_view() {
+    DebugfsState debugfs = ensure_debugfs(root_, true);
+    KernelPath cmdline_path = root_.proc("cmdline");
+    auto cmdline_text = read_trimmed(cmdline_path);
+    KhoStatus kho = probe_kho(root_, Cmdline::parse(cmdline_text ? *cmdline_text : ""), debugfs);
+    abi_ = kho.abi;
+    kho_active_ = kho.active;
+    scratch_ = kho.scratch.value.value_or(std::vector<ScratchArea>{});
+}
+
+namespace {
+
+std::string boot_id(const Sysroot& root) {
+    auto id = read_trimmed(root.proc("sys/kernel/random/boot_id"));
+    return id ? *id : std::string();
+}
+
+}  // namespace
+
+Result<void> Handover::save_record() const {
+    nlohmann::json j = {
+        {"version", 1},
+        {"boot_id", boot_id(root_)},
+        {"state", to_string(state_)},
+        {"kernel", target_.kernel},
+        {"initrd", target_.initrd},
+        {"cmdline", target_.cmdline},
+        {"flags", target_.flags},
+    };
+    std::error_code ec;
+    std::filesystem::create_directories(state_dir_, ec);
+    if (ec) return errno_error(ec.value(), state_dir_.string(), "cannot create the state directory");
+    // Write then rename, so a crash leaves the old record or the new one, never half of one.
+    std::filesystem::path tmp = record_path();
+    tmp += ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::trunc);
+        out << j.dump(2) << '\n';
+        out.flush();
+        if (!out) return errno_error(errno, tmp.string(), "cannot write the staged-target record");
+    }
+    std::filesystem::rename(tmp, record_path(), ec);
+    if (ec) return errno_error(ec.value(), record_path().string(), "cannot replace the staged-target record");
+    return {};
+}
+
+void Handover::remove_record() const {
+    std::error_code ec;
+    std::filesystem::remove(record_path(), ec);
+}
+
+void Handover::recover() {
+    Snapshot before = snapshot();
+    refresh_kernel_view();
+
+    // The record counts only if it was written during this boot.
+    std::optional<nlohmann::json> record;
+    if (std::ifstream in(record_path()); in) {
+        auto j = nlohmann::json::parse(in, nullptr, false);
+        if (!j.is_discarded() && j.is_object() && j.value("version", 0) == 1 &&
+            j.value("boot_id", std::string("?")) == boot_id(root_))
+            record = j;
+    }
+    auto flag = [&](const KernelPath& p) -> std::optional<bool> {
+        auto v = read_flag(p);
+        return v ? std::optional<bool>(*v) : std::nullopt;
+    };
+    KexecState kexec = probe_kexec(root_);
+    const bool loaded = kexec.loaded.value.value_or(false);
+    const bool finalized =
+        abi_ == KhoAbi::finalize && flag(root_.debugfs("kho/out/finalize")).value_or(false);
+
+    target_ = {};
+    if (record) {
+        target_.kernel = record->value("kernel", "");
+        target_.initrd = record->value("initrd", "");
+        target_.cmdline = record->value("cmdline", "");
+        target_.flags = record->value("flags", std::uint64_t{0});
+    }
+    const std::string recorded = record ? record->value("state", "") : "";
+    if (loaded) {
+        state_ = HandoverState::loaded;
+        if (recorded != "loaded") {
+            target_ = {};
+            last_error_ = "a kexec image is loaded that khod did not load (kexec -l?); Abort unloads it";
+        }
+    } else if (finalized) {
+        state_ = HandoverState::finalized;
+    } else if (record) {
+        state_ = HandoverState::prepared;
+        if (recorded == "loaded" || recorded == "finalized")
+            last_error_ = "the staged image was unloaded outside khod; Finalize loads it again";
+    } else {
+        state_ = HandoverState::idle;
+    }
+    notify(before);
+}
+
+HandoverResult<void> Handover::prepare(HandoverTarget target) {
+    Snapshot before = snapshot();
+    auto done = [&](HandoverResult<void> r) {
+        notify(before);
+        return r;
+    };
+    if (state_ != HandoverState::idle && state_ != HandoverState::prepared)
+        return done(fail(HandoverErrc::wrong_state,
+                         plain_error("", std::string("Prepare needs state idle or prepared, not ") +
+                                             to_string(state_) + "; Abort first")));
+    if (target.kernel.empty())
+        return done(fail(HandoverErrc::invalid_argument, plain_error("", "no target kernel given")));
+    refresh_kernel_view();
+    if (abi_ == KhoAbi::unknown || !kho_active_.value_or(false))
+        return done(fail(HandoverErrc::not_supported,
+                         plain_error(root_.debugfs("kho").kernel,
+                                     "KHO is not active in this kernel: boot it with kho=on (and a "
+                                     "KEXEC_HANDOVER kernel with debugfs)")));
+    if (hooks_.preflight) {
+        if (auto r = hooks_.preflight(root_, target); !r) return done(fail(r.error().kind, r.error().error));
+    }
+    target_ = std::move(target);
+    state_ = HandoverState::prepared;
+    if (auto r = save_record(); !r) {
+        state_ = HandoverState::idle;
+        target_ = {};
+        return done(fail(HandoverErrc::io_error, r.error()));
+    }
+    last_error_.clear();
+    return done({});
+}
+
+Result<void> Handover::write_finalize(bool on) {
+    KernelPath path = root_.debugfs("kho/out/finalize");
+    auto r = write_file(path, on ? "1\n" : "0\n");
+    if (!r) {
+        Error e = r.error();
+        e.message = explain_finalize_errno(e.code, on);
+        return e;
+    }
+    return {};
+}
+
+HandoverResult<void> Handover::finalize() {
+    Snapshot before = snapshot();
+    auto done = [&](HandoverResult<void> r) {
+        notify(before);
+        return r;
+    };
+    if (state_ != HandoverState::prepared && state_ != HandoverState::finalized)
+        return done(
+            fail(HandoverErrc::wrong_state,
+                 plain_error("", std::string("Finalize needs state prepared, not ") + to_string(state_) +
+                                     (state_ == HandoverState::idle ? "; Prepare first" : ""))));
+    if (target_.kernel.empty())
+        return done(
+            fail(HandoverErrc::wrong_state,
+                 plain_error("", "no staged target is known (finalized outside khod); Abort, then Prepare")));
+    refresh_kernel_view();
+
+    const bool finalize_abi = abi_ == KhoAbi::finalize;
+    if (finalize_abi && state_ == HandoverState::prepared) {
+        if (auto r = write_finalize(true); !r) {
+            // EEXIST: someone finalized already; the state is still usable.
+            if (r.error().code != EEXIST) return done(fail(HandoverErrc::kernel_refused, r.error()));
+        }
+        state_ = HandoverState::finalized;
+        (void)save_record();
+        if (hooks_.validate_out) {
+            if (auto v = hooks_.validate_out(root_); !v) {
+                (void)write_finalize(false);
+                state_ = HandoverState::prepared;
+                (void)save_record();
+                return done(fail(v.error().kind, v.error().error));
+            }
+        }
+    }
+
+    if (auto r = backend_.load(target_); !r) {
+        // Leave nothing half-done: undo the finalize, stay prepared.
+        if (finalize_abi) (void)write_finalize(false);
+        state_ = HandoverState::prepared;
+        (void)save_record();
+        return done(fail(HandoverErrc::kernel_refused, r.error()));
+    }
+    state_ = HandoverState::loaded;
+    if (!finalize_abi && hooks_.validate_out) {
+        if (auto v = hooks_.validate_out(root_); !v) {
+            (void)backend_.unload();
+            state_ = HandoverState::prepared;
+            (void)save_record();
+            return done(fail(v.error().kind, v.error().error));
+        }
+    }
+    if (auto r = save_record(); !r) return done(fail(HandoverErrc::io_error, r.error()));
+    last_error_.clear();
+    return done({});
+}
+
+HandoverResult<void> Handover::abort() {
+    Snapshot before = snapshot();
+    auto done = [&](HandoverResult<void> r) {
+        notify(before);
+        return r;
+    };
+    if (state_ == HandoverState::idle)
+        return done(fail(HandoverErrc::wrong_state, plain_error("", "nothing to abort: state is idle")));
+    if (state_ == HandoverState::executing)
+        return done(
+            fail(HandoverErrc::wrong_state, plain_error("", "too late to abort: the reboot has started")));
+    if (state_ == HandoverState::loaded) {
+        if (auto r = backend_.unload(); !r) return done(fail(HandoverErrc::kernel_refused, r.error()));
+    }
+    if (abi_ == KhoAbi::finalize && (state_ == HandoverState::loaded || state_ == HandoverState::finalized)) {
+        // ENOENT: not finalized (any more); that is the state we want.
+        if (auto r = write_finalize(false); !r && r.error().code != ENOENT) {
+            state_ = HandoverState::finalized;
+            (void)save_record();
+            return done(fail(HandoverErrc::kernel_refused, r.error()));
+        }
+    }
+    state_ = HandoverState::idle;
+    target_ = {};
+    remove_record();
+    last_error_.clear();
+    return done({});
+}
+
+HandoverResult<void> Handover::begin_exec(std::uint64_t flags) {
+    Snapshot before = snapshot();
+    if (state_ != HandoverState::loaded) {
+        auto e = fail(HandoverErrc::wrong_state,
+                      plain_error("", std::string("Exec needs state loaded, not ") + to_string(state_) +
+                                          (state_ == HandoverState::prepared ? "; Finalize first" : "")));
+        notify(before);
+        return e;
+    }
+    exec_flags_ = flags;
+    state_ = HandoverState::executing;
+    notify(before);
+    return {};
+}
+
+HandoverResult<void> Handover::complete_exec() {
+    Snapshot before = snapshot();
+    if (state_ != HandoverState::executing)
+        return fail(HandoverErrc::wrong_state, plain_error("", "complete_exec without begin_exec"));
+    const bool via_systemd = !(exec_flags_ & exec_force) && backend_.systemd_is_pid1();
+    auto r = backend_.reboot_into_loaded(via_systemd);
+    if (r) return {};  // systemd is now taking the system down, or a fake backend returned
+    state_ = HandoverState::loaded;
+    auto e = fail(HandoverErrc::kernel_refused, r.error());
+    notify(before);
+    return e;
+}
+
+}  // namespace khod

@@ -1,0 +1,135 @@
+// The live update lifecycle (prepare -> finalize -> exec, or abort) over both
+// KHO ABIs. The kernel is the source of truth: state is rebuilt from
+// kexec_loaded, the finalize file and the staged-target record, never kept
+// only in memory. Knows nothing of D-Bus; khod maps HandoverError kinds to
+// named bus errors.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "khod/kho.hpp"
+#include "khod/result.hpp"
+#include "khod/sysroot.hpp"
+
+namespace khod {
+
+enum class HandoverState { idle, prepared, finalized, loaded, executing };
+const char* to_string(HandoverState state);
+
+// Prepare() flags.
+inline constexpr std::uint64_t prepare_reuse_cmdline = 1u
+                                                       << 0;  // start from the running kernel's command line
+inline constexpr std::uint64_t prepare_keep_cmdline = 1u << 1;  // do not add kho=on / the scratch parameter
+// Exec() flags.
+inline constexpr std::uint64_t exec_force = 1u << 0;  // reboot(2) directly, even when systemd is PID 1
+
+struct HandoverTarget {
+    std::string kernel;
+    std::string initrd;   // empty: none
+    std::string cmdline;  // the command line the next kernel gets (final, after Prepare)
+    std::uint64_t flags = 0;
+};
+
+enum class HandoverErrc {
+    wrong_state,       // the call does not fit the current state
+    not_supported,     // this kernel cannot do it (no KHO, wrong ABI)
+    preflight_failed,  // the target would not work; the message says why
+    invalid_argument,
+    kernel_refused,  // a syscall or a kernel file write failed; errno in error.code
+    io_error,        // khod's own files
+};
+const char* to_string(HandoverErrc kind);
+
+struct HandoverError {
+    HandoverErrc kind = HandoverErrc::io_error;
+    Error error;
+    std::string describe() const { return error.describe(); }
+};
+
+template <class T>
+using HandoverResult = Result<T, HandoverError>;
+
+// What actually touches the kernel: syscalls that cannot run against a
+// fixture tree. khod uses the real one; tests and --fake-kexec a simulation.
+class KexecBackend {
+public:
+    virtual ~KexecBackend() = default;
+    // kexec_file_load of a non-crash image (KHO data goes only that way).
+    virtual Result<void> load(const HandoverTarget& target) = 0;
+    virtual Result<void> unload() = 0;
+    // Reboots into the loaded image; returns only on failure.
+    virtual Result<void> reboot_into_loaded(bool via_systemd) = 0;
+    // Whether systemd runs as PID 1 (then Exec goes through kexec.target).
+    virtual bool systemd_is_pid1() const = 0;
+};
+
+struct HandoverHooks {
+    // Checks the target and completes target.cmdline; the preflight module.
+    std::function<HandoverResult<void>(const Sysroot&, HandoverTarget&)> preflight;
+    // Parses kho/out after finalize or load; the FDT decoder.
+    std::function<HandoverResult<void>(const Sysroot&)> validate_out;
+};
+
+class Handover {
+public:
+    Handover(Sysroot& root, KexecBackend& backend, std::filesystem::path state_dir, HandoverHooks hooks);
+
+    // Rebuilds state from the kernel and the staged-target record.
+    void recover();
+
+    HandoverResult<void> prepare(HandoverTarget target);
+    HandoverResult<void> finalize();
+    HandoverResult<void> abort();
+    // Exec in two steps so a daemon can answer its caller before the reboot
+    // syscall: begin_exec() moves to `executing`; complete_exec() reboots and
+    // returns only when that failed (back to `loaded`).
+    HandoverResult<void> begin_exec(std::uint64_t flags);
+    HandoverResult<void> complete_exec();
+
+    HandoverState state() const { return state_; }
+    KhoAbi abi() const { return abi_; }
+    const HandoverTarget& target() const { return target_; }
+    const std::string& last_error() const { return last_error_; }
+    const std::vector<ScratchArea>& scratch_areas() const { return scratch_; }
+
+    // Called with the names of the properties that changed after each operation.
+    void on_change(std::function<void(const std::vector<std::string>&)> listener) {
+        listener_ = std::move(listener);
+    }
+
+    std::filesystem::path record_path() const { return state_dir_ / "handover.json"; }
+
+private:
+    struct Snapshot;
+    Snapshot snapshot() const;
+    void notify(const Snapshot& before);
+    HandoverError fail(HandoverErrc kind, Error error);
+    void refresh_kernel_view();
+    Result<void> save_record() const;
+    void remove_record() const;
+    Result<void> write_finalize(bool on);
+
+    Sysroot& root_;
+    KexecBackend& backend_;
+    std::filesystem::path state_dir_;
+    HandoverHooks hooks_;
+    std::function<void(const std::vector<std::string>&)> listener_;
+
+    HandoverState state_ = HandoverState::idle;
+    KhoAbi abi_ = KhoAbi::unknown;
+    std::optional<bool> kho_active_;
+    HandoverTarget target_;
+    std::string last_error_;
+    std::vector<ScratchArea> scratch_;
+    std::uint64_t exec_flags_ = 0;
+};
+
+// The finalize file's errno as something to act on (6.16-6.18 ABI).
+std::string explain_finalize_errno(int code, bool finalizing);
+
+}  // namespace khod

@@ -1,0 +1,53 @@
+// khoctl's side of org.kexec.khod1: calls and property reads, with failures
+// turned into messages a person can act on.
+#pragma once
+
+#include <systemd/sd-bus.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace khoctl {
+
+struct BusFailure {
+    std::string name;     // D-Bus error name, e.g. org.kexec.khod1.Error.WrongState
+    std::string message;  // for people
+};
+
+class KhodClient {
+public:
+    // Connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS may point elsewhere).
+    static std::unique_ptr<KhodClient> connect(BusFailure& failure);
+    ~KhodClient();
+    KhodClient(const KhodClient&) = delete;
+    KhodClient& operator=(const KhodClient&) = delete;
+
+    // Calls interface.method with the given sd-bus signature and arguments.
+    template <class... Args>
+    bool call(const char* interface, const char* method, BusFailure& failure, const char* signature,
+              Args... args);
+    // Every property of an interface as JSON (strings, numbers, arrays of structs as arrays).
+    bool properties(const char* interface, nlohmann::json& out, BusFailure& failure);
+
+private:
+    explicit KhodClient(sd_bus* bus) : bus_(bus) {}
+    bool check(int r, sd_bus_error* error, const char* what, BusFailure& failure);
+    sd_bus* bus_;
+};
+
+template <class... Args>
+bool KhodClient::call(const char* interface, const char* method, BusFailure& failure, const char* signature,
+                      Args... args) {
+    sd_bus_error error = SD_BUS_ERROR_NULL;
+    int r = sd_bus_call_method(bus_, "org.kexec.khod1", "/org/kexec/khod1", interface, method, &error,
+                               nullptr, signature, args...);
+    bool ok = check(r, &error, method, failure);
+    sd_bus_error_free(&error);
+    return ok;
+}
+
+// Prints a failure (human or JSON) and returns the exit status 1.
+int report_failure(const BusFailure& failure, bool json);
+
+}  // namespace khoctl

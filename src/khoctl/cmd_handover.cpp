@@ -1,0 +1,104 @@
+// prepare / finalize / abort / exec: the live update lifecycle, carried out by
+// khod. These only ask; khod does the work and owns the state.
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include "bus_client.hpp"
+#include "commands.hpp"
+
+namespace khoctl {
+
+namespace {
+
+constexpr const char* handover_interface = "org.kexec.khod1.Handover";
+constexpr std::uint64_t prepare_reuse_cmdline = 1u << 0;
+constexpr std::uint64_t prepare_keep_cmdline = 1u << 1;
+constexpr std::uint64_t exec_force = 1u << 0;
+
+void print_handover(const nlohmann::json& p) {
+    auto str = [&](const char* key) { return p.contains(key) ? p[key].get<std::string>() : std::string(); };
+    std::cout << "state:   " << str("State") << "  (KHO ABI " << str("Abi") << ")\n";
+    if (!str("TargetKernel").empty()) {
+        std::cout << "kernel:  " << str("TargetKernel") << '\n';
+        std::cout << "initrd:  " << (str("TargetInitrd").empty() ? "(none)" : str("TargetInitrd")) << '\n';
+        std::cout << "cmdline: " << str("TargetCmdline") << '\n';
+    }
+    if (!str("LastError").empty()) std::cout << "last error: " << str("LastError") << '\n';
+}
+
+// Calls one Handover method, then shows the state it left.
+template <class... Args>
+int call_and_show(const GlobalOptions& global, const char* method, const char* done, const char* signature,
+                  Args... args) {
+    BusFailure failure;
+    auto client = KhodClient::connect(failure);
+    if (!client) return report_failure(failure, global.json);
+    if (!client->call(handover_interface, method, failure, signature, args...))
+        return report_failure(failure, global.json);
+    nlohmann::json props;
+    if (!client->properties(handover_interface, props, failure)) return report_failure(failure, global.json);
+    if (global.json) {
+        std::cout << nlohmann::json{{"ok", true}, {"handover", props}}.dump(2) << '\n';
+    } else {
+        std::cout << done << '\n';
+        print_handover(props);
+    }
+    return 0;
+}
+
+std::string absolute(const std::string& path) {
+    if (path.empty()) return path;
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(path, ec);
+    return ec ? path : abs.lexically_normal().string();
+}
+
+}  // namespace
+
+void add_handover_commands(CLI::App& app, const GlobalOptions& global, Runner& selected) {
+    struct PrepareOptions {
+        std::string kernel, initrd, append;
+        bool reuse = false, keep = false;
+    };
+    auto p = std::make_shared<PrepareOptions>();
+    CLI::App* prepare =
+        app.add_subcommand("prepare", "Check a target kernel and stage it for a live update (khod)");
+    prepare->add_option("--kernel", p->kernel, "Target bzImage")->required()->type_name("FILE");
+    prepare->add_option("--initrd", p->initrd, "Target initrd")->type_name("FILE");
+    auto* append = prepare->add_option("--append", p->append, "Command line for the target kernel")
+                       ->type_name("CMDLINE");
+    prepare->add_flag("--reuse-cmdline", p->reuse, "Start from the running kernel's command line")
+        ->excludes(append);
+    prepare->add_flag("--keep-cmdline", p->keep, "Do not add kho=on or the scratch parameter");
+    prepare->callback([&global, &selected, p] {
+        selected = [&global, p] {
+            std::uint64_t flags =
+                (p->reuse ? prepare_reuse_cmdline : 0) | (p->keep ? prepare_keep_cmdline : 0);
+            std::string kernel = absolute(p->kernel), initrd = absolute(p->initrd);
+            return call_and_show(global, "Prepare", "prepared", "ssst", kernel.c_str(), initrd.c_str(),
+                                 p->append.c_str(), flags);
+        };
+    });
+
+    app.add_subcommand("finalize", "Hand the KHO state over: load the target with kexec_file_load (khod)")
+        ->callback([&global, &selected] {
+            selected = [&global] { return call_and_show(global, "Finalize", "finalized and loaded", ""); };
+        });
+    app.add_subcommand("abort", "Unload the staged target and return to idle (khod)")
+        ->callback([&global, &selected] {
+            selected = [&global] { return call_and_show(global, "Abort", "aborted", ""); };
+        });
+
+    auto force = std::make_shared<bool>(false);
+    CLI::App* exec = app.add_subcommand("exec", "Reboot into the loaded target (khod)");
+    exec->add_flag("--force", *force, "Call reboot(2) directly even when systemd is PID 1");
+    exec->callback([&global, &selected, force] {
+        selected = [&global, force] {
+            std::uint64_t flags = *force ? exec_force : 0;
+            return call_and_show(global, "Exec", "rebooting into the target", "t", flags);
+        };
+    });
+}
+
+}  // namespace khoctl

@@ -1,0 +1,52 @@
+// org.kexec.khod1.Handover on /org/kexec/khod1: a thin sd-bus shell over
+// khod::Handover. The members are defined in dbus/org.kexec.khod1.Handover.xml.
+#pragma once
+
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "khod/handover.hpp"
+#include "sd_ptr.hpp"
+
+namespace khod {
+
+inline constexpr const char* bus_name = "org.kexec.khod1";
+inline constexpr const char* bus_object_path = "/org/kexec/khod1";
+inline constexpr const char* handover_interface = "org.kexec.khod1.Handover";
+inline constexpr const char* bus_error_prefix = "org.kexec.khod1.Error.";
+
+class HandoverObject {
+public:
+    // handover may be null only for --bus-introspect, where no member is called.
+    HandoverObject(sd_bus* bus, sd_event* event, Handover* handover);
+    HandoverObject(const HandoverObject&) = delete;
+    HandoverObject& operator=(const HandoverObject&) = delete;
+
+    // Adds the vtable to the bus; negative errno on failure.
+    int attach();
+
+private:
+    static const sd_bus_vtable vtable_[];
+
+    static int get_property(sd_bus* bus, const char* path, const char* interface, const char* property,
+                            sd_bus_message* reply, void* userdata, sd_bus_error* error);
+    static int method_prepare(sd_bus_message* m, void* userdata, sd_bus_error* error);
+    static int method_finalize(sd_bus_message* m, void* userdata, sd_bus_error* error);
+    static int method_abort(sd_bus_message* m, void* userdata, sd_bus_error* error);
+    static int method_exec(sd_bus_message* m, void* userdata, sd_bus_error* error);
+    static int on_exec_deferred(sd_event_source* source, void* userdata);
+
+    int reply(sd_bus_message* m, sd_bus_error* error, const HandoverResult<void>& result);
+    void emit_changed(const std::vector<std::string>& properties);
+
+    sd_bus* bus_;
+    sd_event* event_;
+    Handover* handover_;
+    SdBusSlotPtr slot_;
+    SdEventSourcePtr exec_source_;
+};
+
+// Sets error to org.kexec.khod1.Error.<Kind> with the failure's message.
+int set_bus_error(sd_bus_error* error, const HandoverError& failure);
+
+}  // namespace khod

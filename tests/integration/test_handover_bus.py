@@ -1,0 +1,256 @@
+"""khod's org.kexec.khod1.Handover on a private bus, driven by khoctl and busctl.
+
+Every method, the wrong-state calls, and recovery after SIGKILL, on fixture
+sysroots copied from the real 7.2 kernel (stateless ABI) and the derived
+6.16 tree (finalize ABI). kexec syscalls are simulated (--fake-kexec): the
+VM tier proves the real ones.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import unittest
+from pathlib import Path
+
+from khodbus import REPO, Khod, PrivateBus
+
+BUILDDIR = Path(os.environ.get("KHOD_BUILDDIR", REPO / "build"))
+KERNEL = Path(os.environ.get("KHOD_VM_KERNEL", REPO.parent / "shared" / "vm" / "bzImage"))
+LOADED = "sys/kernel/kexec/loaded"
+
+
+class HandoverBusTest(unittest.TestCase):
+    fixture = "vm-7.2-kho"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.bus = PrivateBus()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.bus.close()
+
+    def setUp(self):
+        self.assertTrue(KERNEL.is_file(), f"{KERNEL} missing: the tests need ../shared/vm/bzImage")
+        self.khod = Khod(self.bus, BUILDDIR, self.fixture)
+        self.khod.start()
+
+    def tearDown(self):
+        self.khod.close()
+
+    def ctl(self, *args):
+        r = self.khod.khoctl("--json", *args)
+        try:
+            doc = json.loads(r.stdout)
+        except json.JSONDecodeError:
+            self.fail(f"khoctl {' '.join(args)} printed no JSON (rc {r.returncode}): {r.stdout!r} {r.stderr!r}")
+        return r.returncode, doc
+
+    def prepare(self):
+        rc, doc = self.ctl("prepare", "--kernel", str(KERNEL), "--append", "console=ttyS0 kho=on")
+        self.assertEqual(rc, 0, doc)
+        return doc
+
+    def assertBusError(self, rc, doc, name):
+        self.assertEqual(rc, 1, doc)
+        self.assertFalse(doc["ok"])
+        self.assertEqual(doc["error"]["name"], f"org.kexec.khod1.Error.{name}", doc)
+        self.assertTrue(doc["error"]["message"], "an error needs a message a person can act on")
+
+
+class StatelessAbi(HandoverBusTest):
+    def test_initial_properties(self):
+        self.assertEqual(self.khod.prop("State"), 's "idle"')
+        self.assertEqual(self.khod.prop("Abi"), 's "stateless"')
+        self.assertEqual(self.khod.prop("TargetKernel"), 's ""')
+        areas = self.khod.prop("ScratchAreas")
+        self.assertTrue(areas.startswith("a(usttt) 3 "), areas)
+        self.assertIn('"lowmem"', areas)
+        self.assertIn("16777216", areas)
+
+    def test_prepare_finalize_abort(self):
+        doc = self.prepare()
+        self.assertEqual(doc["handover"]["State"], "prepared")
+        self.assertEqual(doc["handover"]["TargetKernel"], str(KERNEL))
+        self.assertEqual(self.khod.read(LOADED).strip(), "0")
+
+        rc, doc = self.ctl("finalize")
+        self.assertEqual(rc, 0, doc)
+        self.assertEqual(doc["handover"]["State"], "loaded")
+        self.assertEqual(self.khod.read(LOADED).strip(), "1", "Finalize loads the target (kexec_file_load)")
+
+        rc, doc = self.ctl("abort")
+        self.assertEqual(rc, 0, doc)
+        self.assertEqual(doc["handover"]["State"], "idle")
+        self.assertEqual(doc["handover"]["TargetKernel"], "")
+        self.assertEqual(self.khod.read(LOADED).strip(), "0", "Abort unloads")
+
+    def test_exec_moves_to_executing(self):
+        self.prepare()
+        self.assertEqual(self.ctl("finalize")[0], 0)
+        rc, doc = self.ctl("exec", "--force")
+        self.assertEqual(rc, 0, doc)
+        self.assertEqual(doc["handover"]["State"], "executing")
+
+    def test_wrong_state_calls(self):
+        for args in (["finalize"], ["abort"], ["exec"]):
+            rc, doc = self.ctl(*args)
+            self.assertBusError(rc, doc, "WrongState")
+        self.prepare()
+        rc, doc = self.ctl("exec")
+        self.assertBusError(rc, doc, "WrongState")
+        self.assertIn("Finalize first", doc["error"]["message"])
+        self.assertEqual(self.ctl("finalize")[0], 0)
+        rc, doc = self.ctl("prepare", "--kernel", str(KERNEL))
+        self.assertBusError(rc, doc, "WrongState")
+        self.assertIn("WrongState", self.khod.prop("LastError"))
+
+    def test_preflight_failure_names_the_file(self):
+        rc, doc = self.ctl("prepare", "--kernel", "/nonexistent/bzImage")
+        self.assertBusError(rc, doc, "PreflightFailed")
+        self.assertIn("/nonexistent/bzImage", doc["error"]["message"])
+        self.assertIn("ENOENT", doc["error"]["message"])
+        self.assertEqual(self.khod.prop("State"), 's "idle"')
+
+    def test_human_output_and_errors(self):
+        r = self.khod.khoctl("finalize")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("WrongState", r.stderr)
+        self.assertIn("Prepare first", r.stderr)
+        r = self.khod.khoctl("prepare", "--kernel", str(KERNEL), "--append", "kho=on")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("state:   prepared", r.stdout)
+
+    def test_busctl_drives_every_method(self):
+        b = self.khod.busctl
+        path, iface = "/org/kexec/khod1", "org.kexec.khod1.Handover"
+        r = b("call", "org.kexec.khod1", path, iface, "Prepare", "ssst", str(KERNEL), "", "kho=on", "0")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.khod.prop("State"), 's "prepared"')
+        self.assertEqual(b("call", "org.kexec.khod1", path, iface, "Finalize").returncode, 0)
+        self.assertEqual(self.khod.prop("State"), 's "loaded"')
+        self.assertEqual(b("call", "org.kexec.khod1", path, iface, "Abort").returncode, 0)
+        self.assertEqual(self.khod.prop("State"), 's "idle"')
+        r = b("call", "org.kexec.khod1", path, iface, "Abort")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("nothing to abort", r.stderr)
+        r = b("introspect", "org.kexec.khod1", path, iface)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for member in ("Prepare", "Finalize", "Abort", "Exec", "State", "ScratchAreas", "LastError"):
+            self.assertIn(member, r.stdout)
+
+    def test_properties_changed_is_emitted(self):
+        mon = subprocess.Popen(
+            ["busctl", f"--address={self.bus.address}", "monitor", "--json=short", "org.kexec.khod1"],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            # The monitor is ready once it sees this ping's reply.
+            self.khod.busctl("call", "org.kexec.khod1", "/org/kexec/khod1", "org.freedesktop.DBus.Peer", "Ping")
+            self.prepare()
+            found = None
+            for line in mon.stdout:
+                msg = json.loads(line)
+                if msg.get("member") == "PropertiesChanged":
+                    found = msg
+                    break
+            self.assertIsNotNone(found)
+            changed = found["payload"]["data"][1]
+            self.assertEqual(changed["State"]["data"], "prepared")
+            self.assertIn("TargetKernel", changed)
+        finally:
+            mon.kill()
+            mon.wait()
+            mon.stdout.close()
+
+    def test_restart_after_sigkill_recovers_from_kernel(self):
+        self.prepare()
+        self.assertEqual(self.ctl("finalize")[0], 0)
+        self.khod.kill(signal.SIGKILL)
+        self.khod.start()
+        self.assertEqual(self.khod.prop("State"), 's "loaded"')
+        self.assertEqual(self.khod.prop("TargetKernel"), f's "{KERNEL}"')
+        # and it can still finish the job
+        rc, doc = self.ctl("abort")
+        self.assertEqual(rc, 0, doc)
+        self.assertEqual(self.khod.read(LOADED).strip(), "0")
+
+    def test_restart_sees_what_changed_behind_its_back(self):
+        self.prepare()
+        self.khod.kill(signal.SIGKILL)
+        self.khod.start()
+        self.assertEqual(self.khod.prop("State"), 's "prepared"')
+        self.khod.kill(signal.SIGKILL)
+        # someone ran `kexec -l` meanwhile: the kernel wins over the record
+        self.khod.write(LOADED, "1\n")
+        self.khod.start()
+        self.assertEqual(self.khod.prop("State"), 's "loaded"')
+        self.assertEqual(self.khod.prop("TargetKernel"), 's ""')
+        self.assertIn("did not load", self.khod.prop("LastError"))
+        self.assertEqual(self.ctl("abort")[0], 0)
+        self.assertEqual(self.khod.read(LOADED).strip(), "0")
+
+    def test_record_from_an_earlier_boot_is_ignored(self):
+        self.prepare()
+        self.khod.kill(signal.SIGKILL)
+        record = self.khod.runtime / "handover.json"
+        doc = json.loads(record.read_text())
+        doc["boot_id"] = "00000000-0000-0000-0000-000000000000"
+        record.write_text(json.dumps(doc))
+        self.khod.start()
+        self.assertEqual(self.khod.prop("State"), 's "idle"')
+
+
+class FinalizeAbi(HandoverBusTest):
+    fixture = "kho-6.16-finalize"
+
+    def test_finalize_writes_one_then_loads_abort_writes_zero(self):
+        self.assertEqual(self.khod.prop("Abi"), 's "finalize"')
+        self.prepare()
+        self.assertEqual(self.khod.read("sys/kernel/debug/kho/out/finalize").strip(), "0")
+        rc, doc = self.ctl("finalize")
+        self.assertEqual(rc, 0, doc)
+        self.assertEqual(self.khod.read("sys/kernel/debug/kho/out/finalize").strip(), "1")
+        self.assertEqual(self.khod.read("sys/kernel/kexec_loaded").strip(), "1")
+        self.assertEqual(doc["handover"]["State"], "loaded")
+        rc, doc = self.ctl("abort")
+        self.assertEqual(rc, 0, doc)
+        self.assertEqual(self.khod.read("sys/kernel/debug/kho/out/finalize").strip(), "0")
+        self.assertEqual(self.khod.read("sys/kernel/kexec_loaded").strip(), "0")
+
+    def test_finalized_by_hand_is_recovered(self):
+        self.khod.kill(signal.SIGKILL)
+        self.khod.write("sys/kernel/debug/kho/out/finalize", "1\n")
+        self.khod.start()
+        self.assertEqual(self.khod.prop("State"), 's "finalized"')
+        rc, doc = self.ctl("finalize")
+        self.assertBusError(rc, doc, "WrongState")  # no target known
+        rc, doc = self.ctl("abort")
+        self.assertEqual(rc, 0, doc)
+        self.assertEqual(self.khod.read("sys/kernel/debug/kho/out/finalize").strip(), "0")
+
+
+class NoKho(HandoverBusTest):
+    fixture = "vm-7.2-nokho"
+
+    def test_prepare_is_not_supported(self):
+        self.assertEqual(self.khod.prop("Abi"), 's "unknown"')
+        rc, doc = self.ctl("prepare", "--kernel", str(KERNEL))
+        self.assertBusError(rc, doc, "NotSupported")
+        self.assertIn("kho=on", doc["error"]["message"])
+
+
+class KhodAbsent(unittest.TestCase):
+    def test_khoctl_says_khod_is_not_running(self):
+        bus = PrivateBus()
+        try:
+            r = subprocess.run([str(BUILDDIR / "src/khoctl/khoctl"), "abort"], env=bus.env,
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("khod is not running", r.stderr)
+        finally:
+            bus.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

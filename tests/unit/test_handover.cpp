@@ -1,0 +1,227 @@
+// The handover state machine over fixture sysroots, with the fake kexec
+// backend: transitions, rollback on every failure, recovery from the kernel.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "khod/fake_kexec.hpp"
+#include "khod/handover.hpp"
+#include "tree.hpp"
+
+using namespace khod;
+using khod::test::fixture;
+using khod::test::TempTree;
+
+namespace {
+
+struct Bench {
+    explicit Bench(const char* name, HandoverHooks hooks = {}) {
+        tree.copy_from(fixture(name));
+        handover = std::make_unique<Handover>(root, backend, tree.root() / "run", std::move(hooks));
+        handover->on_change([this](const std::vector<std::string>& c) { changes.push_back(c); });
+        handover->recover();
+    }
+    std::string read(const std::string& rel) {
+        std::ifstream in(tree.root() / rel);
+        std::string s;
+        std::getline(in, s);
+        return s;
+    }
+    TempTree tree;
+    Sysroot root{tree.root()};
+    FakeKexecBackend backend{root};
+    std::unique_ptr<Handover> handover;
+    std::vector<std::vector<std::string>> changes;
+};
+
+HandoverTarget target() {
+    return {"/boot/vmlinuz-next", "/boot/initrd-next", "console=ttyS0 kho=on", 0};
+}
+
+}  // namespace
+
+TEST(Handover, StartsIdleWithTheKernelsAbiAndScratch) {
+    Bench b("vm-7.2-kho");
+    EXPECT_EQ(b.handover->state(), HandoverState::idle);
+    EXPECT_EQ(b.handover->abi(), KhoAbi::stateless);
+    EXPECT_EQ(b.handover->scratch_areas().size(), 3u);
+}
+
+TEST(Handover, StatelessLifecycle) {
+    Bench b("vm-7.2-kho");
+    ASSERT_TRUE(b.handover->prepare(target()));
+    EXPECT_EQ(b.handover->state(), HandoverState::prepared);
+    EXPECT_TRUE(std::filesystem::exists(b.handover->record_path()));
+    ASSERT_TRUE(b.handover->finalize());
+    EXPECT_EQ(b.handover->state(), HandoverState::loaded);
+    ASSERT_EQ(b.backend.loads.size(), 1u);
+    EXPECT_EQ(b.backend.loads[0].kernel, "/boot/vmlinuz-next");
+    EXPECT_EQ(b.read("sys/kernel/kexec/loaded"), "1");
+    ASSERT_TRUE(b.handover->begin_exec(0));
+    EXPECT_EQ(b.handover->state(), HandoverState::executing);
+    ASSERT_TRUE(b.handover->complete_exec());
+    ASSERT_EQ(b.backend.reboots.size(), 1u);
+    EXPECT_FALSE(b.backend.reboots[0]) << "no systemd as PID 1: reboot(2) directly";
+}
+
+TEST(Handover, ExecGoesThroughSystemdUnlessForced) {
+    Bench b("vm-7.2-kho");
+    b.backend.systemd_pid1 = true;
+    ASSERT_TRUE(b.handover->prepare(target()));
+    ASSERT_TRUE(b.handover->finalize());
+    ASSERT_TRUE(b.handover->begin_exec(0));
+    ASSERT_TRUE(b.handover->complete_exec());
+    EXPECT_TRUE(b.backend.reboots.back());
+
+    Bench forced("vm-7.2-kho");
+    forced.backend.systemd_pid1 = true;
+    ASSERT_TRUE(forced.handover->prepare(target()));
+    ASSERT_TRUE(forced.handover->finalize());
+    ASSERT_TRUE(forced.handover->begin_exec(exec_force));
+    ASSERT_TRUE(forced.handover->complete_exec());
+    EXPECT_FALSE(forced.backend.reboots.back());
+}
+
+TEST(Handover, FailedRebootFallsBackToLoaded) {
+    Bench b("vm-7.2-kho");
+    ASSERT_TRUE(b.handover->prepare(target()));
+    ASSERT_TRUE(b.handover->finalize());
+    b.backend.fail_reboot = EBUSY;
+    ASSERT_TRUE(b.handover->begin_exec(0));
+    auto r = b.handover->complete_exec();
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, HandoverErrc::kernel_refused);
+    EXPECT_EQ(b.handover->state(), HandoverState::loaded);
+    EXPECT_NE(b.handover->last_error().find("EBUSY"), std::string::npos) << b.handover->last_error();
+}
+
+TEST(Handover, LoadFailureLeavesNothingLoaded) {
+    Bench b("vm-7.2-kho");
+    ASSERT_TRUE(b.handover->prepare(target()));
+    b.backend.fail_load = EADDRNOTAVAIL;
+    auto r = b.handover->finalize();
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, HandoverErrc::kernel_refused);
+    EXPECT_EQ(r.error().error.code, EADDRNOTAVAIL);
+    EXPECT_EQ(b.handover->state(), HandoverState::prepared);
+    EXPECT_EQ(b.read("sys/kernel/kexec/loaded"), "0");
+}
+
+TEST(Handover, ValidationFailureAfterLoadUnloads) {
+    HandoverHooks hooks;
+    hooks.validate_out = [](const Sysroot&) -> HandoverResult<void> {
+        return HandoverError{HandoverErrc::kernel_refused, plain_error("kho/out/fdt", "bad magic")};
+    };
+    Bench b("vm-7.2-kho", hooks);
+    ASSERT_TRUE(b.handover->prepare(target()));
+    ASSERT_FALSE(b.handover->finalize());
+    EXPECT_EQ(b.backend.unloads, 1);
+    EXPECT_EQ(b.handover->state(), HandoverState::prepared);
+    EXPECT_EQ(b.read("sys/kernel/kexec/loaded"), "0");
+}
+
+TEST(Handover, PreflightCompletesTheTargetOrRefusesIt) {
+    HandoverHooks hooks;
+    hooks.preflight = [](const Sysroot&, HandoverTarget& t) -> HandoverResult<void> {
+        if (t.kernel == "/bad")
+            return HandoverError{HandoverErrc::preflight_failed, plain_error("/bad", "no HdrS")};
+        t.cmdline += " kho_scratch=16M,64M,32M";
+        return {};
+    };
+    Bench b("vm-7.2-kho", hooks);
+    auto bad = target();
+    bad.kernel = "/bad";
+    auto r = b.handover->prepare(bad);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, HandoverErrc::preflight_failed);
+    EXPECT_EQ(b.handover->state(), HandoverState::idle);
+    EXPECT_FALSE(std::filesystem::exists(b.handover->record_path()));
+    ASSERT_TRUE(b.handover->prepare(target()));
+    EXPECT_EQ(b.handover->target().cmdline, "console=ttyS0 kho=on kho_scratch=16M,64M,32M");
+}
+
+TEST(Handover, WrongStatesAreRefusedWithAHint) {
+    Bench b("vm-7.2-kho");
+    auto f = b.handover->finalize();
+    ASSERT_FALSE(f);
+    EXPECT_EQ(f.error().kind, HandoverErrc::wrong_state);
+    EXPECT_NE(f.error().describe().find("Prepare first"), std::string::npos);
+    EXPECT_EQ(b.handover->abort().error().kind, HandoverErrc::wrong_state);
+    EXPECT_EQ(b.handover->begin_exec(0).error().kind, HandoverErrc::wrong_state);
+    EXPECT_EQ(b.handover->complete_exec().error().kind, HandoverErrc::wrong_state);
+    HandoverTarget empty;
+    EXPECT_EQ(b.handover->prepare(empty).error().kind, HandoverErrc::invalid_argument);
+}
+
+TEST(Handover, NoKhoMeansNotSupported) {
+    Bench b("vm-7.2-nokho");
+    auto r = b.handover->prepare(target());
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, HandoverErrc::not_supported);
+}
+
+TEST(Handover, FinalizeAbiWritesTheFinalizeFileAndUndoesIt) {
+    Bench b("kho-6.16-finalize");
+    EXPECT_EQ(b.handover->abi(), KhoAbi::finalize);
+    ASSERT_TRUE(b.handover->prepare(target()));
+    ASSERT_TRUE(b.handover->finalize());
+    EXPECT_EQ(b.read("sys/kernel/debug/kho/out/finalize"), "1");
+    EXPECT_EQ(b.read("sys/kernel/kexec_loaded"), "1");
+    ASSERT_TRUE(b.handover->abort());
+    EXPECT_EQ(b.read("sys/kernel/debug/kho/out/finalize"), "0");
+    EXPECT_EQ(b.read("sys/kernel/kexec_loaded"), "0");
+    EXPECT_EQ(b.handover->state(), HandoverState::idle);
+}
+
+TEST(Handover, FinalizeAbiLoadFailureUnfinalizes) {
+    Bench b("kho-6.16-finalize");
+    ASSERT_TRUE(b.handover->prepare(target()));
+    b.backend.fail_load = ENOMEM;
+    ASSERT_FALSE(b.handover->finalize());
+    EXPECT_EQ(b.read("sys/kernel/debug/kho/out/finalize"), "0");
+    EXPECT_EQ(b.handover->state(), HandoverState::prepared);
+}
+
+TEST(Handover, FinalizeFileErrorsAreExplained) {
+    Bench b("kho-6.16-finalize");
+    ASSERT_TRUE(b.handover->prepare(target()));
+    // A directory where the file should be: the write fails with EISDIR.
+    b.tree.remove("sys/kernel/debug/kho/out/finalize");
+    b.tree.mkdir("sys/kernel/debug/kho/out/finalize");
+    auto r = b.handover->finalize();
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, HandoverErrc::kernel_refused);
+    EXPECT_EQ(r.error().error.code, EISDIR);
+    EXPECT_EQ(b.handover->state(), HandoverState::prepared);
+    EXPECT_TRUE(b.backend.loads.empty());
+    EXPECT_EQ(explain_finalize_errno(EEXIST, true), "the kernel says KHO is already finalized");
+    EXPECT_NE(explain_finalize_errno(EBUSY, true).find("refused to serialize"), std::string::npos);
+    EXPECT_NE(explain_finalize_errno(ENOENT, false).find("nothing to abort"), std::string::npos);
+}
+
+TEST(Handover, RecoveryTrustsTheKernelOverTheRecord) {
+    Bench b("vm-7.2-kho");
+    ASSERT_TRUE(b.handover->prepare(target()));
+    ASSERT_TRUE(b.handover->finalize());
+    // A new daemon over the same kernel and runtime dir.
+    Handover again(b.root, b.backend, b.tree.root() / "run", {});
+    again.recover();
+    EXPECT_EQ(again.state(), HandoverState::loaded);
+    EXPECT_EQ(again.target().kernel, "/boot/vmlinuz-next");
+    // Someone unloaded it behind our back.
+    b.tree.write("sys/kernel/kexec/loaded", "0\n");
+    again.recover();
+    EXPECT_EQ(again.state(), HandoverState::prepared);
+    EXPECT_NE(again.last_error().find("unloaded outside khod"), std::string::npos);
+}
+
+TEST(Handover, ChangesAreReportedByPropertyName) {
+    Bench b("vm-7.2-kho");
+    b.changes.clear();
+    ASSERT_TRUE(b.handover->prepare(target()));
+    ASSERT_EQ(b.changes.size(), 1u);
+    const auto& c = b.changes[0];
+    for (const char* name : {"State", "TargetKernel", "TargetInitrd", "TargetCmdline"})
+        EXPECT_NE(std::find(c.begin(), c.end(), name), c.end()) << name;
+    EXPECT_EQ(std::find(c.begin(), c.end(), "Abi"), c.end());
+}
