@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
 
     khoctl::Runner selected;
     khoctl::add_status_commands(app, global, selected);
+    khoctl::add_show_commands(app, global, selected);
     khoctl::add_handover_commands(app, global, selected);
 
     try {

@@ -7,7 +7,7 @@ scenario's guest script in it, collects what the guest sends back and lets the
 scenario judge the result.
 
     vmtest.py [--builddir DIR] [--kernel PATH] [--keep] [--json-summary FILE] [SCENARIO ...]
-    vmtest.py capture --append "<cmdline words>" --paths FILE --out DIR
+    vmtest.py capture [--kexec] --append "<cmdline words>" --paths FILE --out DIR
     vmtest.py list
 
 Python 3 standard library only. See tests/vm/README.md.
@@ -1340,6 +1340,22 @@ echo "KHOD-VM: captured $(find . -type f | wc -l) files, $(find . -type l | wc -
 """
 
 
+# capture --kexec: stage 1 only does a KHO kexec (kexec_file_load, the same
+# kernel, initramfs and command line plus khod.stage=2); the capture proper
+# runs in the second kernel, so kho/in exists there.
+CAPTURE_KEXEC_PREFIX = r"""
+if [ "$1" = 1 ]; then
+    [ -f /boot/bzImage ] && [ -f /boot/initrd.gz ] || { echo "no /boot in initramfs"; exit 1; }
+    kexec -s -l /boot/bzImage --initrd=/boot/initrd.gz \
+        --append="$(cat /proc/cmdline) khod.stage=2" || exit 1
+    vm-marker kexec
+    kexec -e
+    echo "kexec -e returned"
+    exit 1
+fi
+"""
+
+
 def extract_capture(tar_bytes: bytes, out: Path) -> list[tuple[str, str]]:
     """Unpacks the capture tar into out. Returns [(relative path, description)]."""
     out.mkdir(parents=True, exist_ok=True)
@@ -1394,6 +1410,9 @@ def cmd_capture(argv: list[str]) -> int:
     ap.add_argument("--kernel", type=Path, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
     ap.add_argument("--boot-timeout", type=float, default=DEFAULT_BOOT_TIMEOUT)
+    ap.add_argument("--kexec", action="store_true",
+                    help="first do a KHO kexec (kexec -s -l; kexec -e) into the same kernel with "
+                         "khod.stage=2 appended, and capture in that second kernel")
     args = ap.parse_args(argv)
 
     if not args.paths.is_file():
@@ -1413,25 +1432,29 @@ def cmd_capture(argv: list[str]) -> int:
     try:
         kernel = require_kernel(args.kernel)
         find_qemu()
+        boots = 2 if args.kexec else 1
         result, error, tail = run_guest(
             name="capture", workdir=work, kernel=kernel, append=args.append,
-            guest_script=CAPTURE_SCRIPT, files={str(args.paths.resolve()): "/capture.paths"},
+            guest_script=(CAPTURE_KEXEC_PREFIX if args.kexec else "") + CAPTURE_SCRIPT,
+            files={str(args.paths.resolve()): "/capture.paths"},
+            host_binaries=["/usr/sbin/kexec"] if args.kexec else (), include_boot=args.kexec,
             memory=args.memory, smp=args.smp, numa=args.numa,
             boot_timeout=args.boot_timeout * timeout_scale(),
-            total_timeout=args.boot_timeout * timeout_scale() + 60)
+            total_timeout=args.boot_timeout * timeout_scale() * boots + 60)
         if error is not None:
             log(f"FAIL capture: {describe_error(error)[0]}")
             log("    " + tail.replace("\n", "\n    "))
             return 1
         try:
-            generic_checks(result, 1, 0)
+            generic_checks(result, boots, 0)
             data = result.file("capture.tar")
         except CheckFailed as e:
             log(f"FAIL capture: {e}")
             log("    " + tail.replace("\n", "\n    "))
             return 1
         listing = extract_capture(data, out)
-        log(f"captured into {out} (kernel command line: {BASE_APPEND} {args.append}):")
+        how = " after a KHO kexec, in the second kernel" if args.kexec else ""
+        log(f"captured into {out}{how} (kernel command line: {BASE_APPEND} {args.append}):")
         for name, desc in sorted(listing):
             log(f"  {name}  {desc}")
         for manifest in ("DEVICES", "UNREADABLE"):

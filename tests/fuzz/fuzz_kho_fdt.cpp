@@ -1,0 +1,54 @@
+// libFuzzer target for the KHO FDT decoder: every input is decoded as a root
+// FDT and as each known (and an unknown) sub-tree, out and in, then rendered
+// as JSON and as text. A crash, a sanitizer report, an exception (e.g. JSON
+// refusing a non-UTF-8 string) or a broken invariant below is a finding.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#include "khod/kho_fdt.hpp"
+
+namespace {
+
+// Nothing decoded may claim more bytes than the input had.
+void check_node(const khod::FdtNode& node, std::size_t size) {
+    for (const khod::FdtProperty& p : node.properties) {
+        if (p.value.size() > size) std::abort();
+        if (p.complete && p.value.size() != p.length) std::abort();
+        if (p.nested && p.nested->root) check_node(*p.nested->root, size);
+    }
+    for (const khod::FdtNode& c : node.children) check_node(c, size);
+}
+
+void check_blob(const khod::FdtBlob& blob, std::size_t size) {
+    if (blob.bytes != size) std::abort();
+    if (blob.valid && (blob.error || blob.truncated || !blob.root)) std::abort();
+    if (!blob.valid && !blob.error) std::abort();
+    if (blob.root) check_node(*blob.root, size);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    std::string_view bytes(reinterpret_cast<const char*>(data), size);
+    khod::KhoFdtReport report;
+    report.direction = size % 2 ? khod::KhoFdtDirection::in : khod::KhoFdtDirection::out;
+    report.path = "/sys/kernel/debug/kho/fuzz";
+    report.debugfs.mounted = true;
+    report.root = khod::decode_kho_root(bytes, "/fuzz/fdt");
+    check_blob(report.root.fdt, size);
+    for (const char* name : {"kexec-metadata", "LUO", "kho_test", "memblock", "other"}) {
+        for (bool incoming : {false, true}) {
+            khod::KhoSubtree s = khod::decode_kho_subtree(name, bytes, "/fuzz/sub", incoming);
+            if (s.fdt) check_blob(*s.fdt, size);
+            if (!incoming)
+                report.subtrees.push_back(std::move(s));
+            else
+                (void)khod::to_json(s).dump();
+        }
+    }
+    (void)khod::to_json(report).dump();
+    (void)khod::format_kho_fdt(report);
+    return 0;
+}
