@@ -58,6 +58,7 @@ TAIL_LINES = 40
 PRODUCT_BINARIES = {
     "khoctl": "src/khoctl/khoctl",
     "khod": "src/khod/khod",
+    "kexec-load-probe": "tests/kexec-load-probe",  # test-only (tests/vm/kexec-load-probe.cpp)
 }
 
 #: Directories the dynamic loader searches without an ld.so.cache (Debian x86_64).

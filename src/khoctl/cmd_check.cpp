@@ -1,0 +1,50 @@
+// khoctl check: the live update preflight, read-only. Says whether a target
+// kernel and initrd would load for a KHO kexec, and where each segment would go.
+#include <iostream>
+#include <memory>
+
+#include "commands.hpp"
+#include "khod/preflight.hpp"
+#include "khod/sysroot.hpp"
+
+namespace khoctl {
+
+void add_check_commands(CLI::App& app, const GlobalOptions& global, Runner& selected) {
+    struct CheckOptions {
+        std::string kernel, initrd, append;
+        bool reuse = false, keep = false, no_mount = false;
+    };
+    auto o = std::make_shared<CheckOptions>();
+    CLI::App* cmd = app.add_subcommand(
+        "check", "Check that a target kernel would load for a KHO live update (nothing is loaded)");
+    cmd->add_option("--kernel", o->kernel, "Target bzImage")->required()->type_name("FILE");
+    cmd->add_option("--initrd", o->initrd, "Target initrd")->type_name("FILE");
+    auto* append =
+        cmd->add_option("--append", o->append, "Command line for the target kernel")->type_name("CMDLINE");
+    cmd->add_flag("--reuse-cmdline", o->reuse, "Start from the running kernel's command line")
+        ->excludes(append);
+    cmd->add_flag("--keep-cmdline", o->keep, "Do not add kho=on or the scratch parameter");
+    cmd->add_flag("--no-mount", o->no_mount, "Do not mount debugfs when it is not mounted");
+    cmd->callback([&global, &selected, o, append] {
+        selected = [&global, o, append] {
+            khod::Sysroot root(global.sysroot);
+            khod::PreflightRequest req;
+            req.kernel = o->kernel;
+            if (!o->initrd.empty()) req.initrd = o->initrd;
+            req.cmdline.reuse = o->reuse;
+            if (append->count() > 0) req.cmdline.append = o->append;
+            req.cmdline.keep_kho = !o->keep;
+            req.may_mount_debugfs = !o->no_mount;
+            khod::PreflightReport report = khod::run_preflight(root, req);
+            if (global.json)
+                std::cout << khod::to_json(report).dump(2, ' ', false,
+                                                        nlohmann::json::error_handler_t::replace)
+                          << '\n';
+            else
+                std::cout << khod::format_preflight(report);
+            return report.ok() ? 0 : 1;
+        };
+    });
+}
+
+}  // namespace khoctl
