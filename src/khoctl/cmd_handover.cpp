@@ -27,15 +27,24 @@ void print_handover(const nlohmann::json& p) {
     if (!str("LastError").empty()) std::cout << "last error: " << str("LastError") << '\n';
 }
 
-// Calls one Handover method, then shows the state it left.
+// Calls one Handover method, then shows the state it left (show_state false:
+// after Exec, when khod may already be gone with the old kernel).
 template <class... Args>
-int call_and_show(const GlobalOptions& global, const char* method, const char* done, const char* signature,
-                  Args... args) {
+int call_and_show(const GlobalOptions& global, bool show_state, const char* method, const char* done,
+                  const char* signature, Args... args) {
     BusFailure failure;
     auto client = KhodClient::connect(failure);
     if (!client) return report_failure(failure, global.json);
     if (!client->call(handover_interface, method, failure, signature, args...))
         return report_failure(failure, global.json);
+    if (!show_state) {
+        if (global.json)
+            std::cout << nlohmann::json{{"ok", true}, {"handover", {{"State", "executing"}}}}.dump(2)
+                      << std::endl;
+        else
+            std::cout << done << std::endl;
+        return 0;
+    }
     nlohmann::json props;
     if (!client->properties(handover_interface, props, failure)) return report_failure(failure, global.json);
     if (global.json) {
@@ -66,28 +75,29 @@ void add_handover_commands(CLI::App& app, const GlobalOptions& global, Runner& s
         app.add_subcommand("prepare", "Check a target kernel and stage it for a live update (khod)");
     prepare->add_option("--kernel", p->kernel, "Target bzImage")->required()->type_name("FILE");
     prepare->add_option("--initrd", p->initrd, "Target initrd")->type_name("FILE");
-    auto* append = prepare->add_option("--append", p->append, "Command line for the target kernel")
-                       ->type_name("CMDLINE");
-    prepare->add_flag("--reuse-cmdline", p->reuse, "Start from the running kernel's command line")
-        ->excludes(append);
+    prepare->add_option("--append", p->append, "Command line for the target kernel")->type_name("CMDLINE");
+    prepare->add_flag("--reuse-cmdline", p->reuse,
+                      "Start from the running kernel's command line (--append then adds to it)");
     prepare->add_flag("--keep-cmdline", p->keep, "Do not add kho=on or the scratch parameter");
     prepare->callback([&global, &selected, p] {
         selected = [&global, p] {
             std::uint64_t flags =
                 (p->reuse ? prepare_reuse_cmdline : 0) | (p->keep ? prepare_keep_cmdline : 0);
             std::string kernel = absolute(p->kernel), initrd = absolute(p->initrd);
-            return call_and_show(global, "Prepare", "prepared", "ssst", kernel.c_str(), initrd.c_str(),
+            return call_and_show(global, true, "Prepare", "prepared", "ssst", kernel.c_str(), initrd.c_str(),
                                  p->append.c_str(), flags);
         };
     });
 
     app.add_subcommand("finalize", "Hand the KHO state over: load the target with kexec_file_load (khod)")
         ->callback([&global, &selected] {
-            selected = [&global] { return call_and_show(global, "Finalize", "finalized and loaded", ""); };
+            selected = [&global] {
+                return call_and_show(global, true, "Finalize", "finalized and loaded", "");
+            };
         });
     app.add_subcommand("abort", "Unload the staged target and return to idle (khod)")
         ->callback([&global, &selected] {
-            selected = [&global] { return call_and_show(global, "Abort", "aborted", ""); };
+            selected = [&global] { return call_and_show(global, true, "Abort", "aborted", ""); };
         });
 
     auto force = std::make_shared<bool>(false);
@@ -96,7 +106,7 @@ void add_handover_commands(CLI::App& app, const GlobalOptions& global, Runner& s
     exec->callback([&global, &selected, force] {
         selected = [&global, force] {
             std::uint64_t flags = *force ? exec_force : 0;
-            return call_and_show(global, "Exec", "rebooting into the target", "t", flags);
+            return call_and_show(global, false, "Exec", "khod is rebooting into the target", "t", flags);
         };
     });
 }

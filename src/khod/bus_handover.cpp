@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "log.hpp"
+
 namespace khod {
 
 // The members, in the order of dbus/org.kexec.khod1.Handover.xml.
@@ -54,7 +56,7 @@ void HandoverObject::emit_changed(const std::vector<std::string>& properties) {
     for (const auto& p : properties) names.push_back(const_cast<char*>(p.c_str()));
     names.push_back(nullptr);
     int r = sd_bus_emit_properties_changed_strv(bus_, bus_object_path, handover_interface, names.data());
-    if (r < 0) sd_journal_print(LOG_WARNING, "cannot emit PropertiesChanged: %s", std::strerror(-r));
+    if (r < 0) log(LOG_WARNING, "cannot emit PropertiesChanged: %s", std::strerror(-r));
 }
 
 int HandoverObject::get_property(sd_bus* /*bus*/, const char* /*path*/, const char* /*interface*/,
@@ -86,11 +88,10 @@ int HandoverObject::get_property(sd_bus* /*bus*/, const char* /*path*/, const ch
 
 int HandoverObject::reply(sd_bus_message* m, sd_bus_error* error, const HandoverResult<void>& result) {
     if (!result) {
-        sd_journal_print(LOG_ERR, "%s: %s", sd_bus_message_get_member(m), result.error().describe().c_str());
+        log(LOG_ERR, "%s: %s", sd_bus_message_get_member(m), result.error().describe().c_str());
         return set_bus_error(error, result.error());
     }
-    sd_journal_print(LOG_INFO, "%s done, state %s", sd_bus_message_get_member(m),
-                     to_string(handover_->state()));
+    log(LOG_INFO, "%s done, state %s", sd_bus_message_get_member(m), to_string(handover_->state()));
     return sd_bus_reply_method_return(m, "");
 }
 
@@ -140,9 +141,9 @@ int HandoverObject::on_exec_deferred(sd_event_source* /*source*/, void* userdata
     auto* self = static_cast<HandoverObject*>(userdata);
     sd_event_source_set_enabled(self->exec_source_.get(), SD_EVENT_OFF);
     sd_bus_flush(self->bus_);
-    sd_journal_print(LOG_NOTICE, "rebooting into %s", self->handover_->target().kernel.c_str());
+    log(LOG_NOTICE, "rebooting into %s", self->handover_->target().kernel.c_str());
     auto r = self->handover_->complete_exec();
-    if (!r) sd_journal_print(LOG_ERR, "Exec failed: %s", r.error().describe().c_str());
+    if (!r) log(LOG_ERR, "Exec failed: %s", r.error().describe().c_str());
     return 0;
 }
 

@@ -6,6 +6,7 @@
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 #include <systemd/sd-journal.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -19,8 +20,10 @@
 #include "introspect.hpp"
 #include "khod-config.h"
 #include "khod/fake_kexec.hpp"
+#include "khod/handover_checks.hpp"
 #include "khod/status.hpp"
 #include "khod/sysroot.hpp"
+#include "log.hpp"
 #include "sd_ptr.hpp"
 #include "system_kexec.hpp"
 
@@ -41,17 +44,20 @@ void log_kernel_state(const khod::Status& s) {
     const std::string release = s.release.value.value_or("?");
     const char* abi = khod::to_string(s.kho.abi);
     const std::size_t areas = s.kho.scratch.value ? s.kho.scratch.value->size() : 0;
-    sd_journal_send("MESSAGE=kernel %s: KHO active %s (%s), ABI %s, %zu scratch areas, /dev/liveupdate %s",
-                    release.c_str(), yes_no_unknown(s.kho.active), s.kho.active_reason.c_str(), abi, areas,
-                    s.liveupdate.present ? "present" : "absent", "PRIORITY=%i", LOG_INFO,
-                    "KHOD_KERNEL_RELEASE=%s", release.c_str(), "KHOD_KHO_ABI=%s", abi, "KHOD_KHO_ACTIVE=%s",
-                    yes_no_unknown(s.kho.active), nullptr);
+    if (khod::journal_available())
+        sd_journal_send(
+            "MESSAGE=kernel %s: KHO active %s (%s), ABI %s, %zu scratch areas, /dev/liveupdate %s",
+            release.c_str(), yes_no_unknown(s.kho.active), s.kho.active_reason.c_str(), abi, areas,
+            s.liveupdate.present ? "present" : "absent", "PRIORITY=%i", LOG_INFO, "KHOD_KERNEL_RELEASE=%s",
+            release.c_str(), "KHOD_KHO_ABI=%s", abi, "KHOD_KHO_ACTIVE=%s", yes_no_unknown(s.kho.active),
+            nullptr);
+    else
+        khod::log(LOG_INFO, "kernel %s: KHO active %s (%s), ABI %s, %zu scratch areas, /dev/liveupdate %s",
+                  release.c_str(), yes_no_unknown(s.kho.active), s.kho.active_reason.c_str(), abi, areas,
+                  s.liveupdate.present ? "present" : "absent");
     if (s.kho.debugfs.mounted_now)
-        sd_journal_send("MESSAGE=mounted debugfs at %s", s.kho.debugfs.mountpoint.c_str(), "PRIORITY=%i",
-                        LOG_NOTICE, nullptr);
-    if (s.kho.debugfs.error)
-        sd_journal_send("MESSAGE=%s", s.kho.debugfs.error->describe().c_str(), "PRIORITY=%i", LOG_WARNING,
-                        nullptr);
+        khod::log(LOG_NOTICE, "mounted debugfs at %s", s.kho.debugfs.mountpoint.c_str());
+    if (s.kho.debugfs.error) khod::log(LOG_WARNING, "%s", s.kho.debugfs.error->describe().c_str());
 }
 
 int fail(const char* what, int negative_errno) {
@@ -98,10 +104,10 @@ int run(const Options& options) {
         const char* env = std::getenv("RUNTIME_DIRECTORY");  // set by systemd's RuntimeDirectory=
         runtime_dir = env && *env ? env : "/run/khod";
     }
-    khod::Handover handover(root, *backend, runtime_dir, khod::default_handover_hooks());
+    khod::Handover handover(root, *backend, runtime_dir, khod::standard_handover_hooks());
     handover.recover();
-    sd_journal_print(LOG_INFO, "handover state %s (rebuilt from the kernel and %s)",
-                     khod::to_string(handover.state()), handover.record_path().c_str());
+    khod::log(LOG_INFO, "handover state %s (rebuilt from the kernel and %s)",
+              khod::to_string(handover.state()), handover.record_path().c_str());
 
     sd_bus* raw_bus = nullptr;
     // DBUS_SYSTEM_BUS_ADDRESS points tests at a private bus.

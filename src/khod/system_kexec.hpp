@@ -1,5 +1,5 @@
-// The KexecBackend that makes the real syscalls, and the hooks khod runs
-// around them (preflight before Prepare, kho/out validation after loading).
+// The KexecBackend that makes the real syscalls: kexec_file_load(2), and the
+// reboot through systemd or reboot(2).
 #pragma once
 
 #include "khod/handover.hpp"
@@ -18,7 +18,5 @@ public:
 private:
     const Sysroot& root_;
 };
-
-HandoverHooks default_handover_hooks();
 
 }  // namespace khod

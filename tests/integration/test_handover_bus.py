@@ -8,12 +8,13 @@ VM tier proves the real ones.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import unittest
 from pathlib import Path
 
-from khodbus import REPO, Khod, PrivateBus
+from khodbus import FIXTURES, REPO, Khod, PrivateBus
 
 BUILDDIR = Path(os.environ.get("KHOD_BUILDDIR", REPO / "build"))
 KERNEL = Path(os.environ.get("KHOD_VM_KERNEL", REPO.parent / "shared" / "vm" / "bzImage"))
@@ -113,6 +114,25 @@ class StatelessAbi(HandoverBusTest):
         self.assertIn("ENOENT", doc["error"]["message"])
         self.assertEqual(self.khod.prop("State"), 's "idle"')
 
+    def test_not_a_bzimage_is_refused_by_preflight(self):
+        junk = self.khod.dir / "vmlinuz-junk"
+        junk.write_bytes(b"\0" * 8192)
+        rc, doc = self.ctl("prepare", "--kernel", str(junk))
+        self.assertBusError(rc, doc, "PreflightFailed")
+        self.assertIn("kernel:", doc["error"]["message"])
+        self.assertIn(str(junk), doc["error"]["message"])
+
+    def test_reuse_cmdline_keeps_kho_and_appends(self):
+        rc, doc = self.ctl("prepare", "--kernel", str(KERNEL), "--reuse-cmdline", "--append", "khod.stage=2")
+        self.assertEqual(rc, 0, doc)
+        words = doc["handover"]["TargetCmdline"].split()
+        running = self.khod.read("proc/cmdline").split()
+        for w in running:
+            self.assertIn(w, words, "--reuse-cmdline starts from the running command line")
+        self.assertIn("kho=on", words)
+        self.assertIn("kho_scratch=16M,64M,32M", words)
+        self.assertEqual(words[-1], "khod.stage=2")
+
     def test_human_output_and_errors(self):
         r = self.khod.khoctl("finalize")
         self.assertEqual(r.returncode, 1)
@@ -203,10 +223,21 @@ class StatelessAbi(HandoverBusTest):
 
 class FinalizeAbi(HandoverBusTest):
     fixture = "kho-6.16-finalize"
+    OUT = "sys/kernel/debug/kho/out"
+
+    def stage_kernel_finalize(self, fdt: bytes = None):
+        """What the 6.16 kernel's finalize creates (a file cannot run kernel
+        code): the root fdt and sub_fdts/, taken from kho-6.16-finalized."""
+        done = FIXTURES / "kho-6.16-finalized" / self.OUT
+        out = self.khod.sysroot / self.OUT
+        (out / "fdt").write_bytes(fdt if fdt is not None else (done / "fdt").read_bytes())
+        (out / "sub_fdts").mkdir(exist_ok=True)  # git keeps no empty directories
+        shutil.copy(done / "sub_fdts" / "kho_test", out / "sub_fdts" / "kho_test")
 
     def test_finalize_writes_one_then_loads_abort_writes_zero(self):
         self.assertEqual(self.khod.prop("Abi"), 's "finalize"')
         self.prepare()
+        self.stage_kernel_finalize()
         self.assertEqual(self.khod.read("sys/kernel/debug/kho/out/finalize").strip(), "0")
         rc, doc = self.ctl("finalize")
         self.assertEqual(rc, 0, doc)
@@ -217,6 +248,16 @@ class FinalizeAbi(HandoverBusTest):
         self.assertEqual(rc, 0, doc)
         self.assertEqual(self.khod.read("sys/kernel/debug/kho/out/finalize").strip(), "0")
         self.assertEqual(self.khod.read("sys/kernel/kexec_loaded").strip(), "0")
+
+    def test_root_that_does_not_parse_undoes_the_finalize(self):
+        self.prepare()
+        self.stage_kernel_finalize(fdt=b"\xd0\x0d\xfe\xed" + b"\xff" * 60)
+        rc, doc = self.ctl("finalize")
+        self.assertBusError(rc, doc, "KernelRefused")
+        self.assertIn("kho/out/fdt", doc["error"]["message"])
+        self.assertEqual(self.khod.read(f"{self.OUT}/finalize").strip(), "0", "finalize undone")
+        self.assertEqual(self.khod.read("sys/kernel/kexec_loaded").strip(), "0", "nothing loaded")
+        self.assertEqual(self.khod.prop("State"), 's "prepared"')
 
     def test_finalized_by_hand_is_recovered(self):
         self.khod.kill(signal.SIGKILL)

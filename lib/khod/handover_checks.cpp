@@ -1,0 +1,73 @@
+#include "khod/handover_checks.hpp"
+
+#include "khod/debugfs.hpp"
+#include "khod/kho_fdt.hpp"
+#include "khod/preflight.hpp"
+
+namespace khod {
+
+HandoverResult<void> preflight_target(const Sysroot& root, HandoverTarget& target) {
+    PreflightRequest request;
+    request.kernel = target.kernel;
+    if (!target.initrd.empty()) request.initrd = target.initrd;
+    request.cmdline.reuse = (target.flags & prepare_reuse_cmdline) != 0;
+    if (!target.cmdline.empty()) request.cmdline.append = target.cmdline;
+    request.cmdline.keep_kho = (target.flags & prepare_keep_cmdline) == 0;
+    PreflightReport report = run_preflight(root, request);
+    if (!report.ok()) {
+        std::string message;
+        std::optional<Error> first;
+        for (const PreflightCheck& c : report.checks) {
+            if (c.status != CheckStatus::failed) continue;
+            if (!message.empty()) message += "; ";
+            message += c.name + ": " + c.message;
+            if (!first && c.error) first = c.error;
+        }
+        Error e = first.value_or(Error{});
+        e.message = message;
+        e.path.clear();  // the messages name their paths
+        e.code = first ? first->code : 0;
+        return HandoverError{HandoverErrc::preflight_failed, e};
+    }
+    target.cmdline = report.cmdline.text;
+    return {};
+}
+
+HandoverResult<void> validate_kho_out(const Sysroot& root) {
+    Sysroot view = root;
+    DebugfsState debugfs = ensure_debugfs(view, true);
+    KhoFdtReport report = read_kho_fdt(view, KhoFdtDirection::out, debugfs);
+    auto fail = [](std::string path, std::string message) {
+        return HandoverError{HandoverErrc::kernel_refused, plain_error(std::move(path), std::move(message))};
+    };
+    if (report.error) return HandoverError{HandoverErrc::kernel_refused, *report.error};
+    if (report.root.read_error) return HandoverError{HandoverErrc::kernel_refused, *report.root.read_error};
+    if (report.abi == KhoAbi::finalize) {
+        if (!report.root.present) return fail(report.root.path, "no root FDT after finalize");
+        if (!report.root.fdt.valid)
+            return fail(report.root.path,
+                        "the root FDT does not parse after finalize: " +
+                            (report.root.fdt.error ? report.root.fdt.error->describe() : "?"));
+        if (report.root.version == KhoRootVersion::unknown)
+            return fail(report.root.path,
+                        "unknown KHO root version " + report.root.compatible.value_or("(none)"));
+    }
+    for (const KhoSubtree& s : report.subtrees) {
+        if (s.read_error) return HandoverError{HandoverErrc::kernel_refused, *s.read_error};
+        if (!s.errors.empty()) {
+            Error e = s.errors.front();
+            e.message = "sub-tree " + s.name + " does not decode: " + e.message;
+            return HandoverError{HandoverErrc::kernel_refused, e};
+        }
+    }
+    return {};
+}
+
+HandoverHooks standard_handover_hooks() {
+    HandoverHooks hooks;
+    hooks.preflight = preflight_target;
+    hooks.validate_out = validate_kho_out;
+    return hooks;
+}
+
+}  // namespace khod
