@@ -1,0 +1,89 @@
+"""`meson install` puts khod where systemd and D-Bus look for it, and the
+unit passes `systemd-analyze verify`."""
+
+import configparser
+import json
+import os
+import subprocess
+import tempfile
+import unittest
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from khodbus import REPO
+
+BUILDDIR = Path(os.environ.get("KHOD_BUILDDIR", REPO / "build"))
+
+
+def pkg_var(package, var):
+    r = subprocess.run(["pkg-config", f"--variable={var}", package], capture_output=True, text=True)
+    return r.stdout.strip()
+
+
+class Install(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="khod-install-")
+        cls.dest = Path(cls.tmp.name)
+        r = subprocess.run(["meson", "install", "-C", str(BUILDDIR), "--no-rebuild", "--destdir", str(cls.dest)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"meson install failed:\n{r.stdout}\n{r.stderr}")
+        intro = subprocess.run(["meson", "introspect", "--buildoptions", str(BUILDDIR)], capture_output=True,
+                               text=True, check=True)
+        opts = {o["name"]: o["value"] for o in json.loads(intro.stdout)}
+        cls.prefix = opts["prefix"]
+        cls.datadir = Path(cls.prefix) / opts["datadir"]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def installed(self, path) -> Path:
+        p = self.dest / str(path).lstrip("/")
+        self.assertTrue(p.exists(), f"{path} was not installed")
+        return p
+
+    def test_programs_and_man_pages(self):
+        self.installed(Path(self.prefix) / "bin/khoctl")
+        self.installed(Path(self.prefix) / "sbin/khod")
+        self.installed(self.datadir / "man/man1/khoctl.1")
+        self.installed(self.datadir / "man/man8/khod.8")
+
+    def test_dbus_files_where_dbus_looks(self):
+        services = pkg_var("dbus-1", "system_bus_services_dir").replace("/usr/share", str(self.datadir))
+        interfaces = pkg_var("dbus-1", "interfaces_dir").replace("/usr/share", str(self.datadir))
+        activation = self.installed(Path(services) / "org.kexec.khod1.service")
+        cfg = configparser.ConfigParser()
+        cfg.optionxform = str
+        cfg.read(activation)
+        svc = cfg["D-BUS Service"]
+        self.assertEqual(svc["Name"], "org.kexec.khod1")
+        self.assertEqual(svc["SystemdService"], "khod.service")
+        self.assertEqual(svc["Exec"], f"{self.prefix}/sbin/khod")
+        self.assertEqual(svc["User"], "root")
+        policy = ET.parse(self.installed(self.datadir / "dbus-1/system.d/org.kexec.khod1.conf")).getroot()
+        owners = [a.get("own") for p in policy.iter("policy") if p.get("user") == "root" for a in p.iter("allow")]
+        self.assertIn("org.kexec.khod1", owners)
+        for xml in (REPO / "src/khod/dbus").glob("org.kexec.khod1.*.xml"):
+            ET.parse(self.installed(Path(interfaces) / xml.name))
+
+    def test_unit_verifies_and_names_the_bus(self):
+        unitdir = pkg_var("systemd", "systemdsystemunitdir")
+        unit = self.installed(Path(unitdir) / "khod.service")
+        text = unit.read_text()
+        self.assertIn("BusName=org.kexec.khod1", text)
+        self.assertIn("Type=notify", text)
+        self.assertIn("WatchdogSec=", text)
+        self.assertIn(f"ExecStart={self.prefix}/sbin/khod", text)
+        # verify against the installed binary (the unit names its final path)
+        khod = self.installed(Path(self.prefix) / "sbin/khod")
+        check = self.dest / "khod.service"
+        check.write_text(text.replace(f"ExecStart={self.prefix}/sbin/khod", f"ExecStart={khod}"))
+        r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(check)], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr.strip(), "", "systemd-analyze verify warned")
+
+
+if __name__ == "__main__":
+    unittest.main()
