@@ -18,6 +18,7 @@ using Runner = std::function<int()>;
 void add_status_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 void add_show_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 void add_handover_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
+void add_scratch_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 void add_check_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 
 }  // namespace khoctl

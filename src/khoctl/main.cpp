@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
     khoctl::add_status_commands(app, global, selected);
     khoctl::add_show_commands(app, global, selected);
     khoctl::add_handover_commands(app, global, selected);
+    khoctl::add_scratch_commands(app, global, selected);
     khoctl::add_check_commands(app, global, selected);
 
     try {

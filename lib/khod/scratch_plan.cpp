@@ -1,0 +1,1589 @@
+#include "khod/scratch_plan.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <climits>
+#include <cstdio>
+#include <set>
+#include <sstream>
+
+#include "khod/units.hpp"
+
+namespace khod {
+
+namespace {
+
+constexpr std::uint64_t kPage = 4096;
+constexpr std::uint64_t kKiB = 1024;
+constexpr std::uint64_t kGiB = 1ull << 30;
+constexpr std::uint64_t kSectionSize = 128 * kMiB;  // x86_64 SECTION_SIZE_BITS 27
+constexpr std::uint64_t kLowLimit = 0xffffffffull;  // ARCH_LOW_ADDRESS_LIMIT
+
+// The kernel's round_up() for a power-of-two alignment, wrapping as it does
+// (round_up(0) is 0, and a value within `a` of 2^64 wraps to 0).
+std::uint64_t kround_up(std::uint64_t x, std::uint64_t a) {
+    return ((x - 1) | (a - 1)) + 1;
+}
+std::uint64_t page_align(std::uint64_t x) {
+    return (x + kPage - 1) & ~(kPage - 1);
+}
+std::uint64_t div_up(std::uint64_t x, std::uint64_t d) {
+    return x / d + (x % d != 0);
+}
+std::uint64_t pow2_up(std::uint64_t x) {
+    std::uint64_t p = 1;
+    while (p < x && p < (1ull << 63)) p <<= 1;
+    return p;
+}
+unsigned ilog2(std::uint64_t x) {
+    unsigned l = 0;
+    while (x >>= 1) ++l;
+    return l;
+}
+
+std::string hex(std::uint64_t v) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+std::string mib(std::uint64_t v) {
+    char buf[48];
+    std::snprintf(buf, sizeof buf, "%.3f MiB", static_cast<double>(v) / static_cast<double>(kMiB));
+    return buf;
+}
+
+std::string pm(std::uint64_t bytes, std::uint64_t uncertainty) {
+    if (!uncertainty) return human_size(bytes);
+    return human_size(bytes) + " +- " + human_size(uncertainty);
+}
+
+std::string node_name(const std::optional<unsigned>& node) {
+    return node ? "node " + std::to_string(*node) : "no node";
+}
+
+std::optional<std::pair<unsigned, unsigned>> major_minor(const std::string& release) {
+    unsigned a = 0;
+    unsigned b = 0;
+    std::size_t i = 0;
+    auto digits = [&](unsigned& out) {
+        std::size_t start = i;
+        while (i < release.size() && std::isdigit(static_cast<unsigned char>(release[i])) && i - start < 6)
+            out = out * 10 + static_cast<unsigned>(release[i++] - '0');
+        return i > start;
+    };
+    if (!digits(a) || i >= release.size() || release[i] != '.') return std::nullopt;
+    ++i;
+    if (!digits(b)) return std::nullopt;
+    return std::make_pair(a, b);
+}
+
+// kstrtouint(s, 10): optional '+', decimal digits, one optional trailing newline.
+Result<unsigned> kstrtouint(std::string_view s, const std::string& what) {
+    if (!s.empty() && s[0] == '+') s.remove_prefix(1);
+    if (!s.empty() && s.back() == '\n') s.remove_suffix(1);
+    if (s.empty()) return plain_error(what, "no number before the %");
+    std::uint64_t v = 0;
+    for (char c : s) {
+        if (c < '0' || c > '9')
+            return plain_error(what, "\"" + std::string(s) + "\" is not a decimal number");
+        v = v * 10 + static_cast<unsigned>(c - '0');
+        if (v > UINT_MAX) return plain_error(what, "scale larger than 4294967295 (ERANGE)");
+    }
+    return static_cast<unsigned>(v);
+}
+
+}  // namespace
+
+std::string cmdline_size(std::uint64_t bytes) {
+    if (bytes == 0) return "0";
+    static constexpr std::pair<char, unsigned> units[] = {{'T', 40}, {'G', 30}, {'M', 20}, {'K', 10}};
+    for (const auto& [c, shift] : units)
+        if (bytes % (1ull << shift) == 0) return std::to_string(bytes >> shift) + c;
+    return std::to_string(bytes);
+}
+
+// ---------------------------------------------------------------------------
+// rules
+
+ScratchRules scratch_rules_for(const std::optional<std::string>& release, std::string* why) {
+    ScratchRules r;
+    r.id = "7.0-7.3";
+    r.verified =
+        "7.2.13 source (kernel/liveupdate/kexec_handover.c, mm/memblock.c); 7.0 and 7.1 assumed the same";
+    r.param = "kho_scratch";
+    r.align = 4 * kMiB;
+    std::string reason;
+    auto mm = release ? major_minor(*release) : std::nullopt;
+    if (!mm) {
+        reason = release ? "release \"" + *release + "\" not understood; using the 7.0-7.3 rules"
+                         : "kernel release unknown; using the 7.0-7.3 rules";
+    } else if (mm->first > 7 || (mm->first == 7 && mm->second >= 4)) {
+        r.id = "7.4+";
+        r.verified =
+            "7.2.13 rules with the 7.4 renames (kho_bootmem=, bootmem_phys/bootmem_len), not checked "
+            "against 7.4 source";
+        r.param = "kho_bootmem";
+        reason = "release " + *release + " is 7.4 or later";
+    } else if (mm->first == 7) {
+        reason = "release " + *release + " is 7.0-7.3";
+    } else if (mm->first == 6 && mm->second >= 16) {
+        r.align = 2 * kMiB;  // CMA_MIN_ALIGNMENT_BYTES: a 2 MiB pageblock on x86_64
+        r.round_lowmem_before_subtract = true;
+        r.round_fixed_lowmem_global = false;
+        r.online_nodes = true;
+        if (mm->second >= 18) {
+            r.id = "6.18-6.19";
+            r.verified = "v6.18 kernel/kexec_handover.c and a 6.19-era kernel/liveupdate/kexec_handover.c";
+        } else {
+            r.id = "6.16-6.17";
+            r.verified = "6.16 and 6.17-era kernel/kexec_handover.c";
+            r.zero_size_allowed = false;
+            r.trailing_text_ignored = true;
+        }
+        reason = "release " + *release + " is " + r.id;
+    } else {
+        reason =
+            "release " + *release + " predates KHO (6.16); using the 7.0-7.3 rules for the arithmetic only";
+    }
+    if (why) *why = reason;
+    return r;
+}
+
+// ---------------------------------------------------------------------------
+// kho_scratch=
+
+std::string ScratchParam::describe() const {
+    if (!fixed()) return (accepted.empty() ? "default scale " : "scale ") + std::to_string(scale) + "%";
+    return "fixed " + human_size(lowmem) + ", " + human_size(global) + ", " + human_size(pernode) +
+           " per node";
+}
+
+Result<void> apply_scratch_value(ScratchParam& param, const std::optional<std::string>& value,
+                                 const ScratchRules& rules) {
+    const std::string what = rules.param + "=" + value.value_or("");
+    if (!value) return plain_error(rules.param, "given without a value");
+    const std::string& p = *value;
+    if (p.empty()) return plain_error(what, "empty value");
+    if (p.back() == '%') {
+        // s_scale[11]: the whole value, '%' included, may be at most 11 characters.
+        if (p.size() > 11) return plain_error(what, "longer than 11 characters");
+        auto scale = kstrtouint(std::string_view(p).substr(0, p.size() - 1), what);
+        if (!scale) return scale.error();
+        param.scale = *scale;
+        return {};
+    }
+    std::uint64_t sizes[3] = {0, 0, 0};
+    std::uint64_t total = 0;
+    std::size_t pos = 0;
+    for (int i = 0; i < 3; ++i) {
+        if (i > 0) {
+            if (pos >= p.size() || p[pos] != ',')
+                return plain_error(what, "expected three sizes separated by commas (lowmem,global,per-node)");
+            ++pos;
+        }
+        auto m = memparse(std::string_view(p).substr(pos));
+        if (!m) return plain_error(what, "size " + std::to_string(i + 1) + ": " + m.error().message);
+        if (!rules.zero_size_allowed && m->value == 0)
+            return plain_error(what, "size " + std::to_string(i + 1) + " is zero (refused before 6.18)");
+        sizes[i] = m->value;
+        pos += m->consumed;
+        if (total > UINT64_MAX - m->value) return plain_error(what, "sizes add up to more than 2^64");
+        total += m->value;
+    }
+    if (!rules.zero_size_allowed && total == 0) return plain_error(what, "all sizes are zero");
+    if (rules.zero_size_allowed && total == 0) return plain_error(what, "all three sizes are zero");
+    if (pos != p.size() && !rules.trailing_text_ignored)
+        return plain_error(what, "text after the third size: \"" + p.substr(pos) + "\"");
+    param.lowmem = sizes[0];
+    param.global = sizes[1];
+    param.pernode = sizes[2];
+    param.scale = 0;
+    return {};
+}
+
+ScratchParam parse_scratch_param(const Cmdline& cmdline, const ScratchRules& rules) {
+    ScratchParam param;
+    // early_param handlers run for every occurrence, in order.
+    for (const auto& p : cmdline.params()) {
+        std::string key = p.key;
+        std::replace(key.begin(), key.end(), '-', '_');
+        if (key != rules.param) continue;
+        auto r = apply_scratch_value(param, p.value, rules);
+        const std::string shown = p.value.value_or("(no value)");
+        if (r)
+            param.accepted.push_back(shown);
+        else
+            param.rejected.push_back(shown + ": " + r.error().message + "; the kernel keeps what it had");
+    }
+    return param;
+}
+
+// ---------------------------------------------------------------------------
+// R
+
+std::uint64_t ReservedEstimate::total() const {
+    std::uint64_t t = 0;
+    for (const auto& p : parts) t += p.bytes;
+    return t;
+}
+std::uint64_t ReservedEstimate::low() const {
+    std::uint64_t t = 0;
+    for (const auto& p : parts) t += p.below_4g;
+    return t;
+}
+std::uint64_t ReservedEstimate::uncertainty() const {
+    std::uint64_t t = 0;
+    for (const auto& p : parts) t += p.uncertainty;
+    return t;
+}
+std::uint64_t ReservedEstimate::low_uncertainty() const {
+    std::uint64_t t = 0;
+    for (const auto& p : parts)
+        if (p.below_4g) t += p.uncertainty;
+    return t;
+}
+std::uint64_t ReservedEstimate::node_total(unsigned node) const {
+    std::uint64_t t = 0;
+    for (const auto& p : parts)
+        if (p.node == node) t += p.bytes;
+    return t;
+}
+std::uint64_t ReservedEstimate::node_uncertainty(unsigned node) const {
+    std::uint64_t t = 0;
+    for (const auto& p : parts)
+        if (p.node == node) t += p.uncertainty;
+    return t;
+}
+
+namespace {
+
+struct Layout {
+    const ScratchInputs& in;
+    std::uint64_t ram_top = 0;    // end of the highest System RAM range
+    std::uint64_t ram_total = 0;  // sum of System RAM
+    std::vector<unsigned> memory_nodes;
+    struct Span {
+        std::uint64_t start, end;
+        unsigned node;
+    };
+    std::vector<Span> spans;  // every node's blocks, by address
+
+    explicit Layout(const ScratchInputs& inputs) : in(inputs) {
+        for (const auto& r : in.system_ram) {
+            ram_top = std::max(ram_top, r.end);
+            ram_total += r.size();
+        }
+        for (const auto& n : in.nodes) {
+            if (n.has_memory) memory_nodes.push_back(n.id);
+            for (const auto& b : n.blocks) spans.push_back({b.start, b.end, n.id});
+        }
+        std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.start < b.start; });
+    }
+
+    // Reservations made before NUMA init get the node of their address
+    // (numa_clear_kernel_node_hotplug() sets it on memblock.reserved).
+    std::optional<unsigned> node_of(std::uint64_t addr) const {
+        auto it = std::upper_bound(spans.begin(), spans.end(), addr,
+                                   [](std::uint64_t a, const Span& s) { return a < s.start; });
+        if (it == spans.begin()) return std::nullopt;
+        --it;
+        if (addr < it->end) return it->node;
+        return std::nullopt;
+    }
+    const NodeTopology* node(unsigned id) const {
+        for (const auto& n : in.nodes)
+            if (n.id == id) return &n;
+        return nullptr;
+    }
+    std::uint64_t node_top(unsigned id) const {
+        const NodeTopology* n = node(id);
+        return n && !n->blocks.empty() ? n->blocks.back().end : 0;
+    }
+    static std::uint64_t below_4g(PhysRange r) {
+        if (r.start >= k4GiB) return 0;
+        return std::min(r.end, k4GiB) - r.start;
+    }
+    // memblock allocates top-down: an allocation without a limit lands at the
+    // top of memory (of its node), below 4 GiB only when that top is.
+    std::uint64_t top_down_low(std::uint64_t bytes, std::optional<unsigned> node) const {
+        std::uint64_t top = node ? node_top(*node) : ram_top;
+        return top <= k4GiB ? bytes : 0;
+    }
+    // numa_init_array(): possible CPUs without a node go round-robin over online nodes.
+    std::map<unsigned, unsigned> cpu_nodes() const {
+        std::map<unsigned, unsigned> m;
+        std::vector<unsigned> online;
+        for (const auto& n : in.nodes) {
+            if (n.online) online.push_back(n.id);
+            for (unsigned c : n.cpus) m[c] = n.id;
+        }
+        std::size_t rr = 0;
+        for (unsigned c : in.possible_cpus) {
+            if (m.count(c) || online.empty()) continue;
+            m[c] = online[rr++ % online.size()];
+        }
+        return m;
+    }
+};
+
+ReservedPart part(std::string name, std::string source, std::uint64_t bytes, std::optional<unsigned> node,
+                  std::uint64_t below_4g, std::uint64_t uncertainty = 0) {
+    ReservedPart p;
+    p.name = std::move(name);
+    p.source = std::move(source);
+    p.bytes = bytes;
+    p.node = node;
+    p.below_4g = below_4g;
+    p.uncertainty = uncertainty;
+    return p;
+}
+
+// Node-bound allocations on a memoryless node fall back without a node
+// (memblock_alloc_range_nid() reserves the fallback with NUMA_NO_NODE).
+std::optional<unsigned> alloc_node(const Layout& l, unsigned node) {
+    const NodeTopology* n = l.node(node);
+    if (n && n->has_memory) return node;
+    return std::nullopt;
+}
+
+// crashkernel= as parse_crashkernel() reads it on x86_64.
+struct CrashRequest {
+    std::uint64_t size = 0;
+    std::uint64_t low = 0;  // the low part of ,high (or the fallback's default)
+    std::uint64_t cma = 0;
+    bool high = false;
+    std::string note;
+};
+
+std::optional<std::uint64_t> crash_size_for_ram(const std::string& spec, std::uint64_t ram,
+                                                std::string* error) {
+    // "size[@offset]" or "start-[end]:size[,start-[end]:size...][@offset]"
+    std::string s = spec.substr(0, spec.find('@'));
+    if (s.find(':') == std::string::npos) {
+        auto m = memparse(s);
+        if (!m || m->consumed != s.size()) {
+            *error = "cannot parse crashkernel=" + spec;
+            return std::nullopt;
+        }
+        return m->value;
+    }
+    std::istringstream in(s);
+    std::string item;
+    while (std::getline(in, item, ',')) {
+        auto colon = item.find(':');
+        auto dash = item.find('-');
+        if (colon == std::string::npos || dash == std::string::npos || dash > colon) {
+            *error = "cannot parse the range \"" + item + "\" of crashkernel=" + spec;
+            return std::nullopt;
+        }
+        auto start = memparse(item.substr(0, dash));
+        std::string end_s = item.substr(dash + 1, colon - dash - 1);
+        auto size = memparse(item.substr(colon + 1));
+        if (!start || !size) {
+            *error = "cannot parse the range \"" + item + "\" of crashkernel=" + spec;
+            return std::nullopt;
+        }
+        std::uint64_t end = UINT64_MAX;
+        if (!end_s.empty()) {
+            auto e = memparse(end_s);
+            if (!e) {
+                *error = "cannot parse the range \"" + item + "\" of crashkernel=" + spec;
+                return std::nullopt;
+            }
+            end = e->value;
+        }
+        if (ram >= start->value && ram < end) return size->value;
+    }
+    return 0;  // no range matches: no reservation
+}
+
+CrashRequest parse_crash_request(const Cmdline& cmdline, std::uint64_t ram, std::uint64_t swiotlb_bytes) {
+    CrashRequest r;
+    std::optional<std::string> plain, high, low, cma;
+    for (const auto& p : cmdline.params()) {
+        if (p.key != "crashkernel" || !p.value) continue;
+        const std::string& v = *p.value;
+        auto comma = v.rfind(',');
+        std::string suffix = comma == std::string::npos ? "" : v.substr(comma + 1);
+        if (suffix == "high")
+            high = v.substr(0, comma);
+        else if (suffix == "low")
+            low = v.substr(0, comma);
+        else if (suffix == "cma")
+            cma = v.substr(0, comma);
+        else
+            plain = v;
+    }
+    std::string err;
+    const std::uint64_t default_low = std::max(swiotlb_bytes + 8 * kMiB, 256 * kMiB);
+    if (plain) {
+        auto s = crash_size_for_ram(*plain, ram, &err);
+        if (s) r.size = *s;
+    } else if (high) {
+        auto s = crash_size_for_ram(*high, 0, &err);
+        if (s) r.size = *s;
+        r.high = true;
+        r.low = default_low;
+        if (low) {
+            auto l = crash_size_for_ram(*low, 0, &err);
+            if (l) r.low = *l;
+        }
+    }
+    if (cma) {
+        auto c = crash_size_for_ram(*cma, 0, &err);
+        if (c) r.cma = *c;
+    }
+    r.note = err;
+    return r;
+}
+
+// alloc_large_system_hash() for the dentry and inode caches.
+std::uint64_t hash_table_bytes(std::uint64_t nr_kernel_pages, std::uint64_t bucket, int scale,
+                               std::uint64_t low_limit, std::uint64_t entries) {
+    std::uint64_t numentries = entries;
+    if (!numentries) {
+        numentries = (nr_kernel_pages + 255) & ~255ull;  // round up to 1 MiB of pages
+        for (std::uint64_t adapt = (64ull << 30) / kPage; adapt < numentries; adapt <<= 2) ++scale;
+        if (scale > 12)
+            numentries >>= (scale - 12);
+        else
+            numentries <<= (12 - scale);
+        if (numentries * bucket < kPage) numentries = kPage / bucket;
+    }
+    numentries = pow2_up(numentries);
+    std::uint64_t max = ((nr_kernel_pages * kPage) >> 4) / bucket;
+    max = std::min<std::uint64_t>(max, 0x80000000ull);
+    if (numentries < low_limit) numentries = low_limit;
+    if (numentries > max) numentries = max;
+    return bucket << ilog2(numentries);
+}
+
+std::optional<std::uint64_t> cmdline_number(const Cmdline& c, const std::string& key) {
+    auto v = c.value(key);
+    if (!v) return std::nullopt;
+    auto m = memparse(*v);
+    if (!m) return std::nullopt;
+    return m->value;
+}
+
+// The sections present at boot, in address order, with their node: those
+// with System RAM in them (a memory block may be partly populated), on the
+// node whose block holds them.
+std::vector<std::pair<std::uint64_t, unsigned>> sections(const ScratchInputs& in, const Layout& l) {
+    std::vector<std::pair<std::uint64_t, unsigned>> out;
+    for (const auto& r : in.system_ram)
+        for (std::uint64_t a = r.start / kSectionSize * kSectionSize; a < r.end; a += kSectionSize) {
+            auto node = l.node_of(std::max(a, r.start));
+            if (node) out.emplace_back(a / kSectionSize, *node);
+        }
+    std::sort(out.begin(), out.end());
+    out.erase(
+        std::unique(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first == b.first; }),
+        out.end());
+    return out;
+}
+
+// One page per group of `per` sections, charged to the node of the group's first section.
+std::map<unsigned, std::uint64_t> pages_per_group(const std::vector<std::pair<std::uint64_t, unsigned>>& secs,
+                                                  std::uint64_t per) {
+    std::map<unsigned, std::uint64_t> m;
+    std::set<std::uint64_t> seen;
+    for (const auto& [idx, node] : secs)
+        if (seen.insert(idx / per).second) m[node] += kPage;
+    return m;
+}
+
+}  // namespace
+
+ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdline) {
+    ReservedEstimate e;
+    Layout l(in);
+    const Cmdline running = Cmdline::parse(in.cmdline);
+    const bool same_line = cmdline.str() == running.str();
+    const std::optional<unsigned> first_node =
+        in.nodes.empty() ? std::nullopt : std::optional<unsigned>(l.node_of(0).value_or(in.nodes.front().id));
+
+    // Loaded by the boot loader (or by kexec): reserved before NUMA init.
+    if (in.kernel_image) {
+        PhysRange img = *in.kernel_image;
+        auto p = part("kernel image", "/proc/iomem: Kernel code .. Kernel bss", img.size(),
+                      l.node_of(img.start), Layout::below_4g(img));
+        p.loaded = true;
+        e.parts.push_back(p);
+        // reserve_brk(): the used part of .brk, not visible from userspace.
+        auto brk = part("kernel brk", "not visible; 64 KiB assumed (68 KiB on the 7.2.13 test kernel)",
+                        64 * kKiB, l.node_of(img.start), img.end <= k4GiB ? 64 * kKiB : 0, 64 * kKiB);
+        brk.loaded = true;
+        e.parts.push_back(brk);
+    } else {
+        e.unknown.push_back("kernel image (/proc/iomem)");
+    }
+    if (in.boot_params) {
+        if (in.initrd) {
+            auto p = part("initrd", "/sys/kernel/boot_params/data (ramdisk_image, ramdisk_size)",
+                          in.initrd->size(), l.node_of(in.initrd->start), Layout::below_4g(*in.initrd));
+            p.loaded = true;
+            e.parts.push_back(p);
+        }
+        std::uint64_t sd = 0;
+        for (auto s : in.setup_data) sd += s;
+        if (sd) {
+            // sysfs does not show where setup_data lives; loaders put it low.
+            auto p =
+                part("setup_data", "/sys/kernel/boot_params/setup_data/*/size, placed below 4 GiB (assumed)",
+                     sd, first_node, sd);
+            p.loaded = true;
+            e.parts.push_back(p);
+        }
+    } else {
+        e.unknown.push_back("initrd and setup_data (/sys/kernel/boot_params)");
+    }
+
+    // reserve_real_mode(): below 1 MiB, before NUMA init.
+    {
+        auto p = part("real-mode trampoline", "24 KiB below 1 MiB (7.2.13 x86_64)", 24 * kKiB, first_node,
+                      24 * kKiB, 4 * kKiB);
+        p.low_only = true;
+        e.parts.push_back(p);
+    }
+
+    // Sparse memory model: memmap, vmemmap page tables, section roots, usemaps.
+    const auto secs = sections(in, l);
+    std::map<unsigned, std::uint64_t> node_secs;
+    for (const auto& [idx, node] : secs) ++node_secs[node];
+    const std::uint64_t total_secs = secs.size();
+    if (total_secs) {
+        std::uint64_t per_section = 2 * kMiB;  // 32768 struct pages of 64 bytes
+        std::uint64_t spread_uncertainty = 0;
+        std::string source = "/proc/vmstat nr_memmap_boot_pages, split by the node's memory sections";
+        if (in.memmap_boot_pages) {
+            const std::uint64_t total = *in.memmap_boot_pages * kPage;
+            if (total % total_secs == 0 && (!in.memmap_pages || *in.memmap_pages == 0)) {
+                per_section = total / total_secs;
+            } else {
+                // Hot-added memory blocks: which sections were there at boot is unknown.
+                per_section = total / total_secs;
+                spread_uncertainty = in.memmap_pages ? *in.memmap_pages * kPage : per_section;
+                source += " (memory was hot-added: the split between nodes is approximate)";
+            }
+        } else {
+            source = "2 MiB per 128 MiB section (no nr_memmap_boot_pages in /proc/vmstat)";
+            spread_uncertainty = total_secs * per_section / 8;
+            e.unknown.push_back("nr_memmap_boot_pages (/proc/vmstat)");
+        }
+        for (const auto& [node, count] : node_secs) {
+            auto n = alloc_node(l, node);
+            std::uint64_t bytes = count * per_section;
+            e.parts.push_back(part("memmap", source, bytes, n, l.top_down_low(bytes, n), spread_uncertainty));
+        }
+        // vmemmap page tables: a PMD page per 512 sections (1 GiB of struct
+        // pages), a PUD page per 512 GiB of them, and with 5-level paging a P4D page.
+        auto pmd = pages_per_group(secs, 512);
+        auto pud = pages_per_group(secs, 512ull * 512);
+        auto p4d = pages_per_group(secs, 512ull * 512 * 512);
+        const bool five = in.five_level.value_or(true);
+        // sparse_index_alloc(): 4 KiB per 256 sections; usemap: 88 bytes per section.
+        auto roots = pages_per_group(secs, 256);
+        for (const auto& [node, count] : node_secs) {
+            auto n = alloc_node(l, node);
+            std::uint64_t pt = pmd[node] + pud[node] + (five ? p4d[node] : 0);
+            std::uint64_t bytes = pt + roots[node] + count * 88;
+            e.parts.push_back(part("vmemmap page tables, section roots, usemaps",
+                                   "computed from the sections present (7.2.13 sizes)", bytes, n,
+                                   l.top_down_low(bytes, n), kPage));
+        }
+        // mem_section[]: NR_SECTION_ROOTS pointers, 2^(MAX_PHYSMEM_BITS-27)/256.
+        std::uint64_t ms = five ? 1 * kMiB : 16 * kKiB;
+        e.parts.push_back(part("mem_section root array",
+                               in.five_level ? std::string("/proc/cpuinfo ") + (five ? "la57" : "no la57")
+                                             : "5-level paging assumed",
+                               ms, std::nullopt, l.top_down_low(ms, std::nullopt),
+                               in.five_level ? 0 : 1 * kMiB - 16 * kKiB));
+    }
+
+    // NODE_DATA: one pg_data_t per online node, on the node when it has memory.
+    for (const auto& n : in.nodes) {
+        if (!n.online) continue;
+        auto nd = alloc_node(l, n.id);
+        e.parts.push_back(part("NODE_DATA", "sizeof(pg_data_t) of the 7.2.13 test kernel (16512 bytes)",
+                               16512, nd, l.top_down_low(16512, nd), 4 * kKiB));
+    }
+
+    // The percpu first chunk: one unit per possible CPU on its node.
+    {
+        const std::uint64_t cpus = in.possible_cpus.size();
+        if (in.percpu_static && cpus) {
+            const std::uint64_t reserved = in.modules.value_or(true) ? 8 * kKiB : 0;
+            const std::uint64_t unit = page_align(*in.percpu_static + reserved + 28 * kKiB);
+            std::map<std::optional<unsigned>, std::uint64_t> by_node;
+            auto map = l.cpu_nodes();
+            for (unsigned c : in.possible_cpus) {
+                auto it = map.find(c);
+                by_node[it == map.end() ? std::nullopt : alloc_node(l, it->second)] += unit;
+            }
+            for (const auto& [node, bytes] : by_node)
+                e.parts.push_back(part(
+                    "percpu first chunk",
+                    "/proc/kallsyms __per_cpu_end - __per_cpu_start (" + std::to_string(*in.percpu_static) +
+                        ") + " + std::to_string(reserved) + " reserved + 28672 dynamic, page-aligned, x " +
+                        std::to_string(bytes / unit) + " possible CPU(s)",
+                    bytes, node, l.top_down_low(bytes, node)));
+        } else if (in.percpu_meminfo) {
+            // Percpu in /proc/meminfo also counts chunks added since boot: an upper bound.
+            std::uint64_t bytes = *in.percpu_meminfo;
+            e.parts.push_back(part("percpu first chunk",
+                                   "/proc/meminfo Percpu (an upper bound: it grows after boot)", bytes,
+                                   first_node, l.top_down_low(bytes, first_node), bytes / 2));
+        } else {
+            e.unknown.push_back("percpu size (/proc/kallsyms or /proc/meminfo)");
+        }
+    }
+
+    // swiotlb: the bounce buffer below 4 GiB, its slot array and areas anywhere.
+    {
+        // Plain values, not an optional: g++ 12 misreads optionals here (-Wmaybe-uninitialized).
+        bool known = in.swiotlb_nslabs.has_value();
+        std::uint64_t nslabs = in.swiotlb_nslabs.value_or(0);
+        std::string source = "debugfs swiotlb/io_tlb_nslabs";
+        auto want = cmdline.value("swiotlb");
+        if (!same_line && want != running.value("swiotlb")) {
+            known = true;
+            nslabs = 32768;  // IO_TLB_DEFAULT_SIZE 64 MiB
+            source = "default 64 MiB";
+            if (want) {
+                source = "swiotlb=" + *want;
+                if (want->find("noforce") != std::string::npos) {
+                    nslabs = 0;
+                } else if (auto m = memparse(*want); m && m->value) {
+                    nslabs = (m->value + 127) & ~127ull;  // ALIGN(IO_TLB_SEGSIZE)
+                }
+            }
+        }
+        if (known && nslabs) {
+            auto tlb = part("swiotlb bounce buffer", source, page_align(nslabs << 11), std::nullopt,
+                            page_align(nslabs << 11));
+            tlb.low_only = true;
+            tlb.contiguous = true;
+            e.parts.push_back(tlb);
+            std::uint64_t nareas = pow2_up(std::max<std::uint64_t>(in.possible_cpus.size(), 1));
+            while (nareas > 1 && nslabs < nareas * 128) nareas >>= 1;
+            std::uint64_t meta = page_align(nslabs * 24) + nareas * 16;
+            e.parts.push_back(part("swiotlb slot array", source + " x 24 bytes", meta, std::nullopt,
+                                   l.top_down_low(meta, std::nullopt)));
+        } else if (!known) {
+            e.unknown.push_back("swiotlb size (debugfs swiotlb/io_tlb_nslabs)");
+        }
+    }
+
+    // crashkernel=: the running kernel's reservation is in /proc/iomem.
+    {
+        auto want = cmdline.value("crashkernel");
+        bool measured = same_line || want == running.value("crashkernel");
+        if (measured) {
+            for (const auto& r : in.crash_kernel) {
+                auto p = part(r.end <= k4GiB ? "crash kernel (below 4 GiB)" : "crash kernel (above 4 GiB)",
+                              "/proc/iomem Crash kernel " + hex(r.start) + "-" + hex(r.end - 1), r.size(),
+                              std::nullopt, Layout::below_4g(r));
+                p.contiguous = true;
+                p.low_only = r.end <= k4GiB;
+                e.parts.push_back(p);
+            }
+            for (const auto& r : in.crash_cma) {
+                auto p = part("crash kernel CMA", "/sys/kernel/kexec/crash_cma_ranges", r.size(),
+                              std::nullopt, Layout::below_4g(r));
+                p.contiguous = true;
+                e.parts.push_back(p);
+            }
+        } else {
+            std::uint64_t swiotlb = 0;
+            for (const auto& p : e.parts)
+                if (p.name == "swiotlb bounce buffer") swiotlb = p.bytes;
+            CrashRequest c = parse_crash_request(cmdline, l.ram_total, swiotlb);
+            if (!c.note.empty()) e.unknown.push_back(c.note);
+            if (c.size) {
+                auto p = part(c.high ? "crash kernel (,high)" : "crash kernel",
+                              "crashkernel= on the command line (the kernel tries below 4 GiB first)", c.size,
+                              std::nullopt, c.high ? 0 : c.size);
+                p.contiguous = true;
+                p.low_only = !c.high;
+                e.parts.push_back(p);
+            }
+            if (c.high && c.low) {
+                auto p = part("crash kernel (low part of ,high)", "crashkernel=,low or its default", c.low,
+                              std::nullopt, c.low);
+                p.contiguous = true;
+                p.low_only = true;
+                e.parts.push_back(p);
+            }
+            if (c.cma) {
+                auto p = part("crash kernel CMA", "crashkernel=,cma on the command line", c.cma, std::nullopt,
+                              l.top_down_low(c.cma, std::nullopt));
+                p.contiguous = true;
+                e.parts.push_back(p);
+            }
+        }
+    }
+
+    // Other CMA areas (cma=, hugetlb_cma=): CmaTotal minus the crash kernel's.
+    if (in.cma_total) {
+        std::uint64_t crash_cma = 0;
+        for (const auto& r : in.crash_cma) crash_cma += r.size();
+        if (*in.cma_total > crash_cma) {
+            std::uint64_t bytes = *in.cma_total - crash_cma;
+            e.parts.push_back(part("CMA areas", "/proc/meminfo CmaTotal", bytes, std::nullopt,
+                                   l.top_down_low(bytes, std::nullopt)));
+        }
+    }
+
+    // dentry and inode hash tables: memblock only while hashdist is off, which
+    // fixup_hashdist() forces with a single memory node.
+    {
+        bool hashdist = l.memory_nodes.size() > 1;
+        if (auto h = cmdline.value("hashdist"); h && l.memory_nodes.size() > 1)
+            hashdist = kstrtobool(*h).value_or(true);
+        if (!hashdist) {
+            std::uint64_t before = 0;  // reserved when free_area_init() counts nr_kernel_pages
+            for (const auto& p : e.parts)
+                if (p.loaded || p.name == "memmap" || p.name.rfind("crash", 0) == 0) before += p.bytes;
+            const std::uint64_t pages = (l.ram_total > before ? l.ram_total - before : 0) / kPage;
+            auto dentries = cmdline_number(cmdline, "dhash_entries").value_or(0);
+            auto ientries = cmdline_number(cmdline, "ihash_entries").value_or(0);
+            auto both = [&](std::uint64_t n) {
+                return hash_table_bytes(n, 8, 13, 2, dentries) + hash_table_bytes(n, 8, 14, 0, ientries);
+            };
+            std::uint64_t mid = both(pages);
+            std::uint64_t lo = both(pages - pages / 50);
+            std::uint64_t hi = both(pages + pages / 50);
+            std::uint64_t unc = std::max(mid - std::min(lo, mid), std::max(hi, mid) - mid);
+            e.parts.push_back(part("dentry and inode hash tables",
+                                   "alloc_large_system_hash() from " + std::to_string(pages) +
+                                       " free pages (one memory node: hashdist off)",
+                                   mid, std::nullopt, l.top_down_low(mid, std::nullopt), unc));
+        }
+    }
+
+    // The printk buffer: allocated when log_buf_len= or the CPU count asks for
+    // more than the static one (LOG_BUF_SHIFT 18, LOG_CPU_MAX_BUF_SHIFT 12 assumed).
+    {
+        const std::uint64_t static_len = 256 * kKiB;
+        std::uint64_t len = 0;
+        std::string source;
+        if (auto v = cmdline_number(cmdline, "log_buf_len"); v && *v > static_len) {
+            len = pow2_up(*v);
+            source = "log_buf_len= on the command line";
+        } else if (in.possible_cpus.size() > 1) {
+            std::uint64_t extra = (in.possible_cpus.size() - 1) * 4 * kKiB;
+            if (extra > static_len / 2) {
+                len = pow2_up(static_len + extra);
+                source = std::to_string(in.possible_cpus.size()) + " possible CPUs x 4 KiB";
+            }
+        }
+        if (len) {
+            // text + descriptors (24 bytes) + infos (88 bytes) per 32 bytes of text
+            std::uint64_t bytes = len + len / 32 * 24 + len / 32 * 88;
+            e.parts.push_back(part("printk log buffer", source + " (static buffer of 256 KiB assumed)", bytes,
+                                   std::nullopt, l.top_down_low(bytes, std::nullopt), bytes / 2));
+        }
+    }
+
+    // Direct-map page tables beyond the early brk buffer.
+    {
+        std::uint64_t pages = div_up(l.ram_top, 512 * kGiB);
+        if (!in.gbpages.value_or(true)) pages += div_up(l.ram_top, kGiB);
+        pages = pages > 6 ? pages - 6 : 0;
+        if (pages)
+            e.parts.push_back(part("direct-map page tables", "estimated from the top of memory",
+                                   pages * kPage, std::nullopt, l.top_down_low(pages * kPage, std::nullopt),
+                                   pages * kPage));
+    }
+
+    if (in.kfence) {
+        std::uint64_t bytes = 2 * kMiB + 320 * kKiB;
+        e.parts.push_back(part("KFENCE pool and metadata", "/sys/module/kfence (255 objects assumed)", bytes,
+                               std::nullopt, l.top_down_low(bytes, std::nullopt), 128 * kKiB));
+    }
+
+    {
+        std::uint64_t bytes = 32 * kKiB;
+        e.parts.push_back(part("other small boot allocations",
+                               "estimated (about 30 KiB on the 7.2.13 test kernel: fixmap page tables, e820 "
+                               "firmware map, percpu metadata)",
+                               bytes, std::nullopt, l.top_down_low(bytes, std::nullopt), 32 * kKiB));
+    }
+
+    for (const auto& [what, why] : in.missing)
+        if (what == "kernel bss") e.unknown.push_back(why);
+    return e;
+}
+
+// ---------------------------------------------------------------------------
+// sizes
+
+std::vector<AreaSize> compute_area_sizes(const ScratchRules& rules, const ScratchParam& param,
+                                         const SizingR& r, const std::vector<unsigned>& nodes) {
+    const std::uint64_t a = rules.align;
+    const std::uint64_t s = param.scale;
+    const std::string al = human_size(a);
+    std::vector<AreaSize> out;
+    AreaSize low{0, "lowmem", std::nullopt, 0, ""};
+    AreaSize global{1, "global", std::nullopt, 0, ""};
+    if (param.scale) {
+        std::uint64_t l = r.low * s / 100;
+        std::uint64_t g = r.total * s / 100;
+        if (rules.round_lowmem_before_subtract) {
+            low.size = kround_up(l, a);
+            global.size = kround_up(g - low.size, a);
+            low.formula = "round_up(R_low " + mib(r.low) + " x " + std::to_string(s) + "%, " + al + ")";
+            global.formula =
+                "round_up(R " + mib(r.total) + " x " + std::to_string(s) + "% - lowmem, " + al + ")";
+        } else {
+            low.size = kround_up(l, a);
+            global.size = kround_up(g - l, a);
+            low.formula = "round_up(R_low " + mib(r.low) + " x " + std::to_string(s) + "%, " + al + ")";
+            global.formula =
+                "round_up((R " + mib(r.total) + " - R_low) x " + std::to_string(s) + "%, " + al + ")";
+        }
+    } else {
+        low.size = rules.round_fixed_lowmem_global ? kround_up(param.lowmem, a) : param.lowmem;
+        global.size = rules.round_fixed_lowmem_global ? kround_up(param.global, a) : param.global;
+        low.formula = rules.round_fixed_lowmem_global
+                          ? "round_up(" + human_size(param.lowmem) + ", " + al + ")"
+                          : human_size(param.lowmem) + " (not rounded)";
+        global.formula = rules.round_fixed_lowmem_global
+                             ? "round_up(" + human_size(param.global) + ", " + al + ")"
+                             : human_size(param.global) + " (not rounded)";
+    }
+    out.push_back(low);
+    out.push_back(global);
+    unsigned idx = 2;
+    for (unsigned n : nodes) {
+        AreaSize ns{idx++, "node", n, 0, ""};
+        if (param.scale) {
+            auto it = r.node.find(n);
+            std::uint64_t rn = it == r.node.end() ? 0 : it->second;
+            ns.size = kround_up(rn * s / 100, a);
+            ns.formula = "round_up(R_node" + std::to_string(n) + " " + mib(rn) + " x " + std::to_string(s) +
+                         "%, " + al + ")";
+        } else {
+            ns.size = kround_up(param.pernode, a);
+            ns.formula = "round_up(" + human_size(param.pernode) + ", " + al + ")";
+        }
+        out.push_back(ns);
+    }
+    return out;
+}
+
+namespace {
+
+SizingR sizing_r(const ReservedEstimate& e, const std::vector<unsigned>& nodes, int direction) {
+    SizingR r;
+    auto adj = [&](std::uint64_t v, std::uint64_t u) {
+        if (direction < 0) return v > u ? v - u : 0;
+        if (direction > 0) return v + u;
+        return v;
+    };
+    r.low = adj(e.low(), e.low_uncertainty());
+    r.total = adj(e.total(), e.uncertainty());
+    if (r.low > r.total) r.low = r.total;
+    for (unsigned n : nodes) r.node[n] = adj(e.node_total(n), e.node_uncertainty(n));
+    return r;
+}
+
+std::string verdict_rank_max(const std::string& a, const std::string& b) {
+    static const std::vector<std::string> order = {"exact",   "within-alignment", "incomplete",
+                                                   "missing", "unexpected",       "mismatch"};
+    auto rank = [&](const std::string& v) {
+        auto it = std::find(order.begin(), order.end(), v);
+        return it == order.end() ? 0 : static_cast<int>(it - order.begin());
+    };
+    return rank(a) >= rank(b) ? a : b;
+}
+
+// The areas a kexec would see, with addresses: the real ones, or the predicted
+// sizes at made-up addresses (lowmem at 256 MiB, the rest above 4 GiB).
+std::vector<ScratchArea> areas_for_fit(const ScratchPlan& plan, const ScratchInputs& in, bool* predicted) {
+    if (in.current_areas && !in.current_areas->empty()) {
+        *predicted = false;
+        return *in.current_areas;
+    }
+    *predicted = true;
+    std::vector<ScratchArea> out;
+    std::uint64_t high = k4GiB;
+    for (const auto& a : plan.areas) {
+        ScratchArea s;
+        s.index = a.index;
+        s.kind = a.kind;
+        s.node = a.node;
+        s.size = a.predicted.value_or(0);
+        if (a.kind == "lowmem") {
+            s.phys = 256 * kMiB;
+        } else {
+            s.phys = high;
+            high += kround_up(s.size, 4 * kMiB) + 4 * kMiB;
+        }
+        out.push_back(s);
+    }
+    return out;
+}
+
+std::uint64_t area_end(const ScratchArea& a) {
+    return a.phys + a.size;
+}
+
+void check_allocation(ScratchPlan& plan, const ScratchInputs& in, const Layout& l) {
+    // Memory the kernel could carve each area from, before its own reservations.
+    std::uint64_t ram_low = 0;
+    for (const auto& r : in.system_ram) ram_low += Layout::below_4g(r);
+    const std::uint64_t r_low = plan.reserved.low();
+    const std::uint64_t r_all = plan.reserved.total();
+    std::uint64_t nodes_sum = 0;
+    for (const auto& a : plan.areas) {
+        if (!a.predicted) continue;
+        const std::uint64_t size = *a.predicted;
+        std::uint64_t room = 0;
+        std::string where;
+        if (a.kind == "lowmem") {
+            room = ram_low > r_low ? ram_low - r_low : 0;
+            where = "memory below 4 GiB less R_low";
+        } else if (a.kind == "global") {
+            std::uint64_t used = r_all + (plan.areas.empty() ? 0 : plan.areas[0].predicted.value_or(0));
+            room = l.ram_total > used ? l.ram_total - used : 0;
+            where = "all memory less R and the lowmem area";
+        } else if (a.node) {
+            const NodeTopology* n = l.node(*a.node);
+            std::uint64_t present = n ? n->present() : 0;
+            std::uint64_t rn = plan.reserved.node_total(*a.node);
+            room = present > rn ? present - rn : 0;
+            where = "node " + std::to_string(*a.node) + " memory less its R";
+            nodes_sum += size;
+        }
+        if (size > room)
+            plan.allocation_risks.push_back("area " + std::to_string(a.index) + " (" + a.kind +
+                                            (a.node ? " " + std::to_string(*a.node) : "") + ", " +
+                                            human_size(size) + ") is larger than the " + human_size(room) +
+                                            " of " + where +
+                                            ": the allocation fails and the kernel disables KHO");
+        else if (size > room / 4 * 3)
+            plan.allocation_risks.push_back("area " + std::to_string(a.index) + " (" + a.kind +
+                                            (a.node ? " " + std::to_string(*a.node) : "") + ", " +
+                                            human_size(size) + ") needs " + human_size(size) +
+                                            " contiguous out of " + human_size(room) + " of " + where +
+                                            ": fragmentation may make the allocation fail (KHO disabled)");
+    }
+    std::uint64_t all = nodes_sum;
+    for (const auto& a : plan.areas)
+        if (a.kind != "node") all += a.predicted.value_or(0);
+    if (all + r_all > l.ram_total)
+        plan.allocation_risks.push_back("the areas (" + human_size(all) + ") and R (" + human_size(r_all) +
+                                        ") add up to more than the " + human_size(l.ram_total) +
+                                        " of memory");
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// the plan
+
+Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptions& options) {
+    if (options.headroom_percent > 1000)
+        return plain_error("--headroom",
+                           std::to_string(options.headroom_percent) + "% is absurd (at most 1000%)");
+    if (in.nodes.empty()) return plain_error(in.sysroot, "no NUMA node was found");
+
+    ScratchPlan plan;
+    Layout l(in);
+    plan.sysroot = in.sysroot;
+    plan.release = in.release;
+    plan.rules = scratch_rules_for(in.release, &plan.rules_reason);
+    plan.abi = in.abi;
+    plan.kho_active = in.kho_active;
+    plan.incoming = in.incoming;
+    plan.cmdline = in.cmdline;
+    const Cmdline cmdline = Cmdline::parse(in.cmdline);
+    plan.param = parse_scratch_param(cmdline, plan.rules);
+    plan.reserved = estimate_reserved(in, cmdline);
+
+    for (const auto& n : in.nodes)
+        if (plan.rules.online_nodes ? n.online : n.has_memory) plan.area_nodes.push_back(n.id);
+    if (plan.rules.online_nodes)
+        for (const auto& n : in.nodes)
+            if (n.online && !n.has_memory)
+                plan.warnings.push_back(
+                    "node " + std::to_string(n.id) + " is online without memory: " + plan.rules.id +
+                    " kernels try to allocate a scratch area on it, fail and disable KHO");
+
+    // This boot.
+    auto point = compute_area_sizes(plan.rules, plan.param, sizing_r(plan.reserved, plan.area_nodes, 0),
+                                    plan.area_nodes);
+    auto lo = compute_area_sizes(plan.rules, plan.param, sizing_r(plan.reserved, plan.area_nodes, -1),
+                                 plan.area_nodes);
+    auto hi = compute_area_sizes(plan.rules, plan.param, sizing_r(plan.reserved, plan.area_nodes, +1),
+                                 plan.area_nodes);
+    if (plan.param.scale && plan.reserved.total() > UINT64_MAX / plan.param.scale)
+        plan.warnings.push_back("R x " + std::to_string(plan.param.scale) +
+                                "% overflows 64 bits: the kernel's arithmetic wraps (modelled as it does)");
+
+    if (in.incoming) {
+        plan.prediction_applies = false;
+        plan.prediction_note =
+            "this boot came through a KHO kexec: the kernel reused the incoming scratch areas and ignored " +
+            plan.rules.param + "=; a change only takes effect after a cold boot";
+    } else if (!in.kho_active) {
+        plan.prediction_note = in.debugfs_mounted
+                                   ? "KHO is not active on this boot (no kho/ in debugfs): the sizes "
+                                     "are what kho=on would give"
+                                   : "debugfs is not mounted: the current areas cannot be read";
+    }
+    plan.verdict = "exact";
+    const bool have_current = in.current_areas.has_value();
+    std::size_t count = point.size();
+    if (have_current && plan.prediction_applies) count = std::max(count, in.current_areas->size());
+    for (std::size_t i = 0; i < count; ++i) {
+        AreaCheck c;
+        c.index = static_cast<unsigned>(i);
+        if (i < point.size()) {
+            c.kind = point[i].kind;
+            c.node = point[i].node;
+            c.predicted = point[i].size;
+            c.predicted_min = std::min(lo[i].size, hi[i].size);
+            c.predicted_max = std::max(lo[i].size, hi[i].size);
+            c.formula = point[i].formula;
+        }
+        if (have_current && i < in.current_areas->size()) {
+            const ScratchArea& a = (*in.current_areas)[i];
+            c.actual = a.size;
+            if (c.kind.empty()) {
+                c.kind = a.kind;
+                c.node = a.node;
+            }
+        }
+        if (!plan.prediction_applies || !have_current) {
+            c.verdict = "";
+        } else if (!c.actual) {
+            c.verdict = "missing";
+            c.reason = "the model expects this area but debugfs lists only " +
+                       std::to_string(in.current_areas->size()) + " areas";
+        } else if (!c.predicted) {
+            c.verdict = "unexpected";
+            c.reason = "debugfs lists an area the model does not expect (node count differs)";
+        } else if (*c.actual == *c.predicted) {
+            c.verdict = "exact";
+        } else {
+            const std::uint64_t diff =
+                *c.actual > *c.predicted ? *c.actual - *c.predicted : *c.predicted - *c.actual;
+            const bool in_range = *c.actual >= c.predicted_min && *c.actual <= c.predicted_max;
+            if (diff <= plan.rules.align && in_range) {
+                c.verdict = "within-alignment";
+                std::uint64_t unc = c.kind == "lowmem"   ? plan.reserved.low_uncertainty()
+                                    : c.kind == "global" ? plan.reserved.uncertainty()
+                                    : c.node             ? plan.reserved.node_uncertainty(*c.node)
+                                                         : 0;
+                std::string parts;
+                for (const auto& p : plan.reserved.parts)
+                    if (p.uncertainty && (c.kind != "node" || p.node == c.node))
+                        parts += (parts.empty() ? "" : ", ") + p.name + " +- " + human_size(p.uncertainty);
+                c.reason = "debugfs " + human_size(*c.actual) + ", model " + human_size(*c.predicted) +
+                           ": R is known to " + "+- " + human_size(unc) + " (" + parts +
+                           ") and that straddles a " + human_size(plan.rules.align) + " rounding step";
+            } else if (!plan.reserved.unknown.empty() && *c.actual > *c.predicted) {
+                c.verdict = "incomplete";
+                std::string list;
+                for (const auto& u : plan.reserved.unknown) list += (list.empty() ? "" : "; ") + u;
+                c.reason = "debugfs " + human_size(*c.actual) + ", model " + human_size(*c.predicted) +
+                           ": R is a lower bound, these inputs could not be read: " + list;
+            } else {
+                c.verdict = "mismatch";
+                c.reason = "debugfs " + human_size(*c.actual) + ", model " + human_size(*c.predicted) +
+                           " (range " + human_size(c.predicted_min) + " .. " + human_size(c.predicted_max) +
+                           ")";
+            }
+        }
+        if (!c.verdict.empty()) plan.verdict = verdict_rank_max(plan.verdict, c.verdict);
+        plan.areas.push_back(c);
+    }
+    if (!plan.prediction_applies)
+        plan.verdict = "not-applicable";
+    else if (!have_current)
+        plan.verdict = (in.kho_active || !in.debugfs_mounted) ? "unknown" : "no-kho";
+    if (!plan.reserved.unknown.empty() && plan.prediction_applies)
+        plan.warnings.push_back("R is a lower bound: " + std::to_string(plan.reserved.unknown.size()) +
+                                " input(s) could not be read (see reserved.unknown)");
+    if (!in.incoming) check_allocation(plan, in, l);
+
+    // The next kexec.
+    plan.next_cmdline = options.next_cmdline.value_or(in.cmdline);
+    const Cmdline next = Cmdline::parse(plan.next_cmdline);
+    plan.next_early = estimate_reserved(in, next);
+    plan.next_early.parts.erase(std::remove_if(plan.next_early.parts.begin(), plan.next_early.parts.end(),
+                                               [](const ReservedPart& p) { return p.loaded; }),
+                                plan.next_early.parts.end());
+    bool predicted_areas = false;
+    std::vector<ScratchArea> areas = areas_for_fit(plan, in, &predicted_areas);
+    plan.fit_against = predicted_areas ? "predicted" : "current";
+
+    std::vector<std::uint64_t> used(areas.size(), 0);
+    std::uint64_t images_bytes = 0;
+    if (in.next_kernel) {
+        auto sizes =
+            image_sizes(*in.next_kernel, in.next_initrd_size, plan.next_cmdline.size() + 1, areas.size());
+        auto segs = kho_kexec_segments(sizes, KexecLoaderModel{});
+        plan.images = place_segments(areas, segs);
+        for (const auto& s : plan.images->segments) {
+            images_bytes += s.memsz;
+            if (s.area && s.memsz)
+                for (std::size_t i = 0; i < areas.size(); ++i)
+                    if (areas[i].index == *s.area) used[i] += s.memsz;
+        }
+        plan.images_note = plan.images->message;
+        if (!plan.images->fits) plan.fits_ok = false;
+    } else {
+        // Without --kernel, the running kernel's image and initrd stand in.
+        for (const auto& p : plan.reserved.parts)
+            if (p.loaded) images_bytes += p.bytes;
+        images_bytes += 1 * kMiB;  // boot params, purgatory, the scratch array copy
+        plan.images_note = "no --kernel given: the running kernel's image and initrd (" +
+                           human_size(images_bytes) +
+                           " with boot params and purgatory) stand in for the next kernel's";
+        // Place them like kexec would: the first area with room, lowmem first.
+        for (std::size_t i = 0; i < areas.size(); ++i)
+            if (areas[i].size >= images_bytes) {
+                used[i] += images_bytes;
+                break;
+            }
+    }
+
+    {
+        // The images themselves: each segment inside one area.
+        FitCheck f;
+        f.what = in.next_kernel ? "kexec segments of " + in.next_kernel->path
+                                : "kexec segments (the running kernel's image and initrd as stand-ins)";
+        f.ok = plan.images ? plan.images->fits : false;
+        if (plan.images && !plan.images->fits) {
+            f.need = plan.images->needed;
+            f.have = plan.images->best_free;
+        } else {
+            for (std::size_t i = 0; i < areas.size(); ++i)
+                if (used[i] && used[i] >= f.need) {
+                    f.need = used[i];
+                    f.have = areas[i].size;
+                    f.ok = true;
+                }
+            if (!f.ok) {
+                f.need = images_bytes;
+                for (const auto& ar : areas) f.have = std::max(f.have, ar.size);
+            }
+        }
+        f.detail = plan.images ? plan.images->message
+                               : "no area holds " + human_size(images_bytes) + " in one piece";
+        if (f.ok && !plan.images) f.detail = "kexec would put them in the first area with room";
+        plan.fits.push_back(f);
+    }
+
+    std::uint64_t free_total = 0;
+    std::uint64_t free_low = 0;
+    std::uint64_t largest_low = 0;
+    std::uint64_t largest_any = 0;
+    std::map<unsigned, std::uint64_t> free_node;
+    for (std::size_t i = 0; i < areas.size(); ++i) {
+        std::uint64_t f = areas[i].size > used[i] ? areas[i].size - used[i] : 0;
+        free_total += f;
+        largest_any = std::max(largest_any, f);
+        if (area_end(areas[i]) <= k4GiB) {
+            free_low += f;
+            largest_low = std::max(largest_low, f);
+        }
+        if (areas[i].kind == "node" && areas[i].node) free_node[*areas[i].node] = f;
+    }
+    const std::string against = predicted_areas ? "the predicted areas" : "the current areas";
+    std::uint64_t need_low = 0;
+    std::uint64_t need_all = 0;
+    std::map<unsigned, std::uint64_t> need_node;
+    for (const auto& p : plan.next_early.parts) {
+        need_all += p.bytes;
+        if (p.low_only) need_low += p.bytes;
+        if (p.node) need_node[*p.node] += p.bytes;
+        if (p.contiguous) {
+            FitCheck f;
+            f.what =
+                p.name + " (" + human_size(p.bytes) + ") in one area" + (p.low_only ? " below 4 GiB" : "");
+            f.need = p.bytes;
+            f.have = p.low_only ? largest_low : largest_any;
+            f.ok = f.need <= f.have;
+            f.detail =
+                "memblock allocates it in one piece, and on a KHO boot only from scratch; the largest free "
+                "room in " +
+                against + (p.low_only ? " below 4 GiB" : "") + " is " + human_size(f.have);
+            if (p.name.rfind("crash", 0) == 0)
+                f.detail += "; without it the next kernel boots with no crash kernel (crash_size 0)";
+            else if (p.name.rfind("swiotlb", 0) == 0)
+                f.detail +=
+                    "; without it swiotlb halves its size until it fits, or runs without bounce buffers";
+            plan.fits.push_back(f);
+        }
+    }
+    {
+        FitCheck f;
+        f.what = "early allocations below 4 GiB";
+        f.need = need_low;
+        f.have = free_low;
+        f.ok = f.need <= f.have;
+        f.detail = "swiotlb, the real-mode trampoline and a low crash kernel need scratch below 4 GiB";
+        plan.fits.push_back(f);
+    }
+    for (const auto& [node, need] : need_node) {
+        FitCheck f;
+        f.what = "node " + std::to_string(node) + " early allocations";
+        f.need = need;
+        f.have = free_node.count(node) ? free_node[node] : 0;
+        f.ok = f.need <= f.have;
+        f.fatal = false;
+        f.detail =
+            "memmap and percpu ask for their node; what does not fit there falls back to the other areas";
+        plan.fits.push_back(f);
+    }
+    {
+        FitCheck f;
+        f.what = "all early allocations";
+        f.need = need_all;
+        f.have = free_total;
+        f.ok = f.need <= f.have;
+        f.detail =
+            "until the buddy allocator runs, a KHO boot allocates only from scratch (after the images)";
+        plan.fits.push_back(f);
+    }
+    for (const auto& f : plan.fits)
+        if (!f.ok && f.fatal) plan.fits_ok = false;
+
+    // The recommendation: what to boot cold with.
+    Recommendation& rec = plan.recommendation;
+    rec.param = plan.rules.param;
+    rec.headroom_percent = options.headroom_percent;
+    rec.lowmem.kind = "lowmem";
+    rec.global.kind = "global";
+    rec.pernode.kind = "pernode";
+    std::uint64_t low_early = 0;
+    std::uint64_t global_early = 0;
+    std::map<unsigned, std::uint64_t> node_early;
+    for (const auto& p : plan.next_early.parts) {
+        const std::string line = p.name + " " + pm(p.bytes, p.uncertainty);
+        if (p.low_only) {
+            low_early += p.bytes + p.uncertainty;
+            rec.lowmem.why.push_back(line);
+        } else if (p.node && std::find(plan.area_nodes.begin(), plan.area_nodes.end(), *p.node) !=
+                                 plan.area_nodes.end()) {
+            node_early[*p.node] += p.bytes + p.uncertainty;
+        } else {
+            global_early += p.bytes + p.uncertainty;
+            rec.global.why.push_back(line);
+        }
+    }
+    rec.lowmem.why.insert(rec.lowmem.why.begin(),
+                          "kexec segments " + human_size(images_bytes) +
+                              " (kexec tries the lowmem area first; swiotlb must still fit next to them)");
+    rec.lowmem.need = images_bytes + low_early;
+    rec.global.need = global_early;
+    unsigned worst = plan.area_nodes.empty() ? 0 : plan.area_nodes.front();
+    for (const auto& [n, v] : node_early)
+        if (v > rec.pernode.need) {
+            rec.pernode.need = v;
+            worst = n;
+        }
+    for (const auto& p : plan.next_early.parts)
+        if (p.node == worst && !p.low_only)
+            rec.pernode.why.push_back(p.name + " " + pm(p.bytes, p.uncertainty));
+    if (!rec.pernode.why.empty())
+        rec.pernode.why.insert(rec.pernode.why.begin(),
+                               "the largest node, " + std::to_string(worst) + ": every node gets this size");
+    const std::uint64_t a = plan.rules.align;
+    auto with_headroom = [&](std::uint64_t need) {
+        std::uint64_t v =
+            need + need / 100 * options.headroom_percent + need % 100 * options.headroom_percent / 100;
+        v = kround_up(v, a);
+        if (v == 0 && !plan.rules.zero_size_allowed) v = a;
+        return v;
+    };
+    rec.lowmem.size = with_headroom(rec.lowmem.need);
+    rec.global.size = with_headroom(rec.global.need);
+    rec.pernode.size = with_headroom(rec.pernode.need);
+    rec.value = cmdline_size(rec.lowmem.size) + "," + cmdline_size(rec.global.size) + "," +
+                cmdline_size(rec.pernode.size);
+    rec.word = rec.param + "=" + rec.value;
+    rec.total = rec.lowmem.size + rec.global.size + rec.pernode.size * plan.area_nodes.size();
+    {
+        ScratchParam def;
+        for (const auto& s : compute_area_sizes(plan.rules, def, sizing_r(plan.reserved, plan.area_nodes, 0),
+                                                plan.area_nodes))
+            rec.default_total += s.size;
+    }
+    rec.notes.push_back(
+        "takes effect on the next cold boot only: a KHO boot reuses the incoming areas and ignores " +
+        rec.param + "=");
+    rec.notes.push_back("headroom " + std::to_string(options.headroom_percent) +
+                        "% on each need, rounded up to " + human_size(a));
+    if (!plan.next_early.unknown.empty())
+        rec.notes.push_back("some inputs were missing: the needs are lower bounds");
+    {
+        std::uint64_t ram_low = 0;
+        for (const auto& r : in.system_ram) ram_low += Layout::below_4g(r);
+        if (rec.lowmem.size + plan.reserved.low() > ram_low)
+            rec.notes.push_back("the lowmem area (" + human_size(rec.lowmem.size) + ") does not fit in the " +
+                                human_size(ram_low) +
+                                " below 4 GiB next to R_low: lower the low needs (swiotlb=, "
+                                "crashkernel=,high) or the kernel will disable KHO");
+    }
+    for (const auto& r : plan.param.rejected)
+        plan.warnings.push_back("the kernel refuses " + plan.rules.param + "=" + r);
+    if (plan.param.fixed() && plan.param.lowmem == 0 && plan.param.global == 0 && plan.param.pernode == 0)
+        plan.warnings.push_back(plan.rules.param +
+                                "=0% leaves every area empty: no kexec image can be loaded");
+    return plan;
+}
+
+// ---------------------------------------------------------------------------
+// output
+
+namespace {
+
+nlohmann::json opt_u64(const std::optional<std::uint64_t>& v) {
+    return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+}
+nlohmann::json opt_node(const std::optional<unsigned>& v) {
+    return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+}
+
+nlohmann::json reserved_json(const ReservedEstimate& e, const std::vector<unsigned>& nodes) {
+    using nlohmann::json;
+    json parts = json::array();
+    for (const auto& p : e.parts)
+        parts.push_back({{"name", p.name},
+                         {"source", p.source},
+                         {"bytes", p.bytes},
+                         {"uncertainty", p.uncertainty},
+                         {"node", opt_node(p.node)},
+                         {"below_4g", p.below_4g},
+                         {"loaded", p.loaded},
+                         {"low_only", p.low_only},
+                         {"contiguous", p.contiguous}});
+    json per_node = json::object();
+    for (unsigned n : nodes)
+        per_node[std::to_string(n)] = {{"bytes", e.node_total(n)}, {"uncertainty", e.node_uncertainty(n)}};
+    return {{"total", e.total()},  {"uncertainty", e.uncertainty()},
+            {"low", e.low()},      {"low_uncertainty", e.low_uncertainty()},
+            {"node", per_node},    {"parts", parts},
+            {"unknown", e.unknown}};
+}
+
+}  // namespace
+
+nlohmann::json to_json(const ScratchPlan& plan) {
+    using nlohmann::json;
+    json out;
+    out["schema"] = scratch_plan_schema_version;
+    out["sysroot"] = plan.sysroot;
+    out["release"] = plan.release ? json(*plan.release) : json(nullptr);
+    out["rules"] = {{"id", plan.rules.id},       {"verified", plan.rules.verified},
+                    {"why", plan.rules_reason},  {"param", plan.rules.param},
+                    {"align", plan.rules.align}, {"nodes", plan.rules.online_nodes ? "online" : "N_MEMORY"}};
+    out["kho"] = {{"abi", to_string(plan.abi)}, {"active", plan.kho_active}, {"incoming", plan.incoming}};
+    out["cmdline"] = plan.cmdline;
+    out["param"] = {{"form", plan.param.fixed() ? "fixed" : "scale"},
+                    {"scale", plan.param.scale},
+                    {"lowmem", plan.param.lowmem},
+                    {"global", plan.param.global},
+                    {"pernode", plan.param.pernode},
+                    {"describe", plan.param.describe()},
+                    {"accepted", plan.param.accepted},
+                    {"rejected", plan.param.rejected}};
+    out["reserved"] = reserved_json(plan.reserved, plan.area_nodes);
+    out["area_nodes"] = plan.area_nodes;
+
+    json areas = json::array();
+    for (const auto& a : plan.areas)
+        areas.push_back({{"index", a.index},
+                         {"kind", a.kind},
+                         {"node", opt_node(a.node)},
+                         {"predicted", opt_u64(a.predicted)},
+                         {"predicted_min", a.predicted_min},
+                         {"predicted_max", a.predicted_max},
+                         {"actual", opt_u64(a.actual)},
+                         {"verdict", a.verdict.empty() ? json(nullptr) : json(a.verdict)},
+                         {"reason", a.reason},
+                         {"formula", a.formula}});
+    out["prediction"] = {{"applies", plan.prediction_applies},
+                         {"note", plan.prediction_note},
+                         {"verdict", plan.verdict},
+                         {"areas", areas},
+                         {"allocation_risks", plan.allocation_risks}};
+
+    json fits = json::array();
+    for (const auto& f : plan.fits)
+        fits.push_back({{"what", f.what},
+                        {"need", f.need},
+                        {"have", f.have},
+                        {"margin", f.margin()},
+                        {"ok", f.ok},
+                        {"fatal", f.fatal},
+                        {"detail", f.detail}});
+    json images = nullptr;
+    if (plan.images) {
+        json segs = json::array();
+        for (const auto& s : plan.images->segments)
+            segs.push_back({{"name", s.request.name},
+                            {"memsz", s.memsz},
+                            {"addr", opt_u64(s.addr)},
+                            {"area", s.area ? json(*s.area) : json(nullptr)}});
+        images = {{"fits", plan.images->fits},
+                  {"message", plan.images->message},
+                  {"shortfall", plan.images->shortfall},
+                  {"segments", segs}};
+    }
+    out["next"] = {{"against", plan.fit_against},
+                   {"cmdline", plan.next_cmdline},
+                   {"images", images},
+                   {"images_note", plan.images_note},
+                   {"early", reserved_json(plan.next_early, plan.area_nodes)},
+                   {"fits", fits},
+                   {"ok", plan.fits_ok}};
+
+    const Recommendation& r = plan.recommendation;
+    auto area_json = [](const RecommendedArea& a) {
+        return json{{"need", a.need}, {"size", a.size}, {"why", a.why}};
+    };
+    out["recommendation"] = {{"param", r.param},
+                             {"value", r.value},
+                             {"word", r.word},
+                             {"headroom_percent", r.headroom_percent},
+                             {"lowmem", area_json(r.lowmem)},
+                             {"global", area_json(r.global)},
+                             {"pernode", area_json(r.pernode)},
+                             {"total", r.total},
+                             {"default_total", r.default_total},
+                             {"notes", r.notes}};
+    out["warnings"] = plan.warnings;
+    return out;
+}
+
+std::string format_scratch_plan(const ScratchPlan& plan) {
+    std::ostringstream o;
+    o << "Kernel " << plan.release.value_or("(unknown release)") << ": KHO scratch rules " << plan.rules.id
+      << " (" << plan.rules_reason << "; " << plan.rules.verified << ")\n";
+    o << plan.rules.param << ": " << plan.param.describe();
+    for (const auto& r : plan.param.rejected) o << "\n  refused: " << r;
+    o << "\n\n";
+
+    o << "R, the kernel's own memblock reservations ("
+      << pm(plan.reserved.total(), plan.reserved.uncertainty()) << "; below 4 GiB "
+      << pm(plan.reserved.low(), plan.reserved.low_uncertainty()) << "):\n";
+    for (const auto& p : plan.reserved.parts) {
+        char line[160];
+        std::snprintf(line, sizeof line, "  %-44s %14s  %-8s ", p.name.c_str(),
+                      pm(p.bytes, p.uncertainty).c_str(), node_name(p.node).c_str());
+        o << line << p.source << "\n";
+    }
+    for (const auto& u : plan.reserved.unknown) o << "  unknown: " << u << "\n";
+    for (unsigned n : plan.area_nodes)
+        o << "  R(node " << n << ") = " << pm(plan.reserved.node_total(n), plan.reserved.node_uncertainty(n))
+          << "\n";
+
+    o << "\nThis boot's areas";
+    if (!plan.prediction_note.empty()) o << " (" << plan.prediction_note << ")";
+    o << ":\n";
+    for (const auto& a : plan.areas) {
+        char line[200];
+        std::string name = a.kind + (a.node ? " " + std::to_string(*a.node) : "");
+        std::snprintf(line, sizeof line, "  [%u] %-8s predicted %-10s debugfs %-10s %s", a.index,
+                      name.c_str(), a.predicted ? human_size(*a.predicted).c_str() : "-",
+                      a.actual ? human_size(*a.actual).c_str() : "-", a.verdict.c_str());
+        o << line << "\n      " << a.formula << "\n";
+        if (!a.reason.empty()) o << "      " << a.reason << "\n";
+    }
+    o << "  verdict: " << plan.verdict << "\n";
+    for (const auto& r : plan.allocation_risks) o << "  risk: " << r << "\n";
+
+    o << "\nNext kexec, against " << (plan.fit_against == "current" ? "the current" : "the predicted")
+      << " areas:\n";
+    o << "  images: " << plan.images_note << "\n";
+    for (const auto& f : plan.fits) {
+        o << "  " << (f.ok ? "ok  " : (f.fatal ? "FAIL" : "warn")) << " " << f.what << ": need "
+          << human_size(f.need) << ", have " << human_size(f.have) << ", margin "
+          << (f.margin() < 0 ? "-" : "")
+          << human_size(static_cast<std::uint64_t>(f.margin() < 0 ? -f.margin() : f.margin())) << "\n";
+    }
+
+    const Recommendation& r = plan.recommendation;
+    o << "\nRecommended for the next cold boot: " << r.word << "\n";
+    for (const RecommendedArea* a : {&r.lowmem, &r.global, &r.pernode}) {
+        o << "  " << a->kind << ": " << human_size(a->size) << " (need " << human_size(a->need) << ")\n";
+        for (const auto& w : a->why) o << "      " << w << "\n";
+    }
+    o << "  total " << human_size(r.total) << " (the default 200% would reserve "
+      << human_size(r.default_total) << ")\n";
+    for (const auto& n : r.notes) o << "  note: " << n << "\n";
+    for (const auto& w : plan.warnings) o << "warning: " << w << "\n";
+    return o.str();
+}
+
+nlohmann::json scratch_show_json(const KhoStatus& kho) {
+    using nlohmann::json;
+    json out;
+    out["schema"] = scratch_plan_schema_version;
+    out["active"] = kho.active ? json(*kho.active) : json(nullptr);
+    out["abi"] = to_string(kho.abi);
+    out["incoming"] = kho.incoming;
+    out["param"] = kho.scratch_param_name;
+    out["value"] = kho.scratch_param ? json(*kho.scratch_param) : json(nullptr);
+    out["debugfs"] = {{"mounted", kho.debugfs.mounted},
+                      {"mounted_now", kho.debugfs.mounted_now},
+                      {"mountpoint", kho.debugfs.mountpoint},
+                      {"error", kho.debugfs.error ? json(kho.debugfs.error->describe()) : json(nullptr)}};
+    out["status"] = to_string(kho.scratch.state);
+    out["path"] = kho.scratch.path;
+    if (kho.scratch.state == ProbeState::error) out["error"] = kho.scratch.error.describe();
+    json areas = json::array();
+    std::uint64_t total = 0;
+    if (kho.scratch.value)
+        for (const auto& a : *kho.scratch.value) {
+            total += a.size;
+            areas.push_back({{"index", a.index},
+                             {"kind", a.kind},
+                             {"node", opt_node(a.node)},
+                             {"phys", a.phys},
+                             {"phys_hex", hex(a.phys)},
+                             {"size", a.size},
+                             {"size_human", human_size(a.size)}});
+        }
+    out["areas"] = kho.scratch.value ? areas : json(nullptr);
+    out["total"] = kho.scratch.value ? json(total) : json(nullptr);
+    return out;
+}
+
+std::string format_scratch_show(const KhoStatus& kho) {
+    std::ostringstream o;
+    if (!kho.scratch.ok()) {
+        o << "No KHO scratch areas: ";
+        if (kho.scratch.state == ProbeState::error)
+            o << kho.scratch.error.describe();
+        else if (kho.debugfs.error)
+            o << kho.debugfs.error->describe();
+        else
+            o << kho.active_reason;
+        o << "\n";
+        return o.str();
+    }
+    o << "KHO scratch areas (" << kho.scratch.path << (kho.incoming ? ", inherited through a KHO kexec" : "")
+      << "; " << kho.scratch_param_name << "=" << kho.scratch_param.value_or("(not given)") << "):\n";
+    std::uint64_t total = 0;
+    for (const auto& a : *kho.scratch.value) {
+        char line[160];
+        std::string name = a.kind + (a.node ? " " + std::to_string(*a.node) : "");
+        std::snprintf(line, sizeof line, "  [%u] %-8s %18s - %-18s %s\n", a.index, name.c_str(),
+                      hex(a.phys).c_str(), hex(a.phys + a.size).c_str(), human_size(a.size).c_str());
+        o << line;
+        total += a.size;
+    }
+    o << "  total " << human_size(total) << "\n";
+    return o.str();
+}
+
+}  // namespace khod
