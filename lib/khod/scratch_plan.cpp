@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "khod/debugfs.hpp"
 #include "khod/units.hpp"
 
 namespace khod {
@@ -1584,6 +1585,21 @@ std::string format_scratch_show(const KhoStatus& kho) {
     }
     o << "  total " << human_size(total) << "\n";
     return o.str();
+}
+
+Result<ScratchPlan> plan_scratch_for(Sysroot& root, const ScratchPlanRequest& request) {
+    DebugfsState debugfs = ensure_debugfs(root, request.may_mount_debugfs);
+    ScratchInputOptions in_opts;
+    in_opts.debugfs_mounted = debugfs.mounted;
+    if (debugfs.error) in_opts.debugfs_error = debugfs.error->describe();
+    in_opts.kernel = request.kernel;
+    in_opts.initrd = request.initrd;
+    auto inputs = read_scratch_inputs(root, in_opts);
+    if (!inputs) return inputs.error();
+    ScratchPlanOptions options;
+    options.headroom_percent = request.headroom_percent;
+    options.next_cmdline = request.next_cmdline;
+    return plan_scratch(*inputs, options);
 }
 
 }  // namespace khod

@@ -224,6 +224,18 @@ struct ScratchPlan {
 
 Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptions& options);
 
+// What `khoctl scratch plan` and khod's Scratch.Plan ask for.
+struct ScratchPlanRequest {
+    std::optional<std::string> kernel;  // host paths of the next images
+    std::optional<std::string> initrd;
+    std::optional<std::string> next_cmdline;
+    unsigned headroom_percent = 25;
+    bool may_mount_debugfs = true;
+};
+
+// Finds (or mounts) debugfs, reads the inputs through root and plans.
+Result<ScratchPlan> plan_scratch_for(Sysroot& root, const ScratchPlanRequest& request);
+
 nlohmann::json to_json(const ScratchPlan& plan);
 std::string format_scratch_plan(const ScratchPlan& plan);
 

@@ -67,21 +67,13 @@ void add_scratch_commands(CLI::App& app, const GlobalOptions& global, Runner& se
     plan->callback([&global, &selected, p] {
         selected = [&global, p] {
             khod::Sysroot root(global.sysroot);
-            khod::DebugfsState debugfs = khod::ensure_debugfs(root, !p->no_mount);
-            khod::ScratchInputOptions in_opts;
-            in_opts.debugfs_mounted = debugfs.mounted;
-            if (debugfs.error) in_opts.debugfs_error = debugfs.error->describe();
-            if (!p->kernel.empty()) in_opts.kernel = p->kernel;
-            if (!p->initrd.empty()) in_opts.initrd = p->initrd;
-            auto inputs = khod::read_scratch_inputs(root, in_opts);
-            if (!inputs) {
-                print_error(inputs.error(), global.json);
-                return 1;
-            }
-            khod::ScratchPlanOptions options;
-            options.headroom_percent = p->headroom;
-            if (!p->cmdline.empty()) options.next_cmdline = p->cmdline;
-            auto plan = khod::plan_scratch(*inputs, options);
+            khod::ScratchPlanRequest request;
+            if (!p->kernel.empty()) request.kernel = p->kernel;
+            if (!p->initrd.empty()) request.initrd = p->initrd;
+            if (!p->cmdline.empty()) request.next_cmdline = p->cmdline;
+            request.headroom_percent = p->headroom;
+            request.may_mount_debugfs = !p->no_mount;
+            auto plan = khod::plan_scratch_for(root, request);
             if (!plan) {
                 print_error(plan.error(), global.json);
                 return 1;

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "bus_handover.hpp"
+#include "bus_scratch.hpp"
 #include "introspect.hpp"
 #include "khod-config.h"
 #include "khod/fake_kexec.hpp"
@@ -115,6 +116,8 @@ int run(const Options& options) {
     khod::SdBusPtr bus(raw_bus);
     khod::HandoverObject handover_object(bus.get(), event.get(), &handover);
     if ((r = handover_object.attach()) < 0) return fail("adding org.kexec.khod1.Handover", r);
+    khod::ScratchObject scratch_object(bus.get(), &root);
+    if ((r = scratch_object.attach()) < 0) return fail("adding org.kexec.khod1.Scratch", r);
     if ((r = sd_bus_attach_event(bus.get(), event.get(), SD_EVENT_PRIORITY_NORMAL)) < 0)
         return fail("attaching the bus to the event loop", r);
     if ((r = sd_bus_request_name(bus.get(), khod::bus_name, 0)) < 0)

@@ -1,0 +1,54 @@
+#include "bus_scratch.hpp"
+
+#include <string>
+
+#include "bus_handover.hpp"
+#include "khod/scratch_plan.hpp"
+#include "log.hpp"
+
+namespace khod {
+
+const sd_bus_vtable ScratchObject::vtable_[] = {
+    SD_BUS_VTABLE_START(0),
+    SD_BUS_METHOD_WITH_ARGS("Plan",
+                            SD_BUS_ARGS("s", kernel, "s", initrd, "s", next_cmdline, "u", headroom_percent),
+                            SD_BUS_RESULT("s", parameter, "b", fits, "s", verdict, "s", plan_json),
+                            method_plan, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_VTABLE_END,
+};
+
+int ScratchObject::attach() {
+    sd_bus_slot* slot = nullptr;
+    int r = sd_bus_add_object_vtable(bus_, &slot, bus_object_path, scratch_interface, vtable_, this);
+    if (r < 0) return r;
+    slot_.reset(slot);
+    return 0;
+}
+
+int ScratchObject::method_plan(sd_bus_message* m, void* userdata, sd_bus_error* error) {
+    auto* self = static_cast<ScratchObject*>(userdata);
+    const char* kernel = nullptr;
+    const char* initrd = nullptr;
+    const char* next_cmdline = nullptr;
+    std::uint32_t headroom = 0;
+    int r = sd_bus_message_read(m, "sssu", &kernel, &initrd, &next_cmdline, &headroom);
+    if (r < 0) return r;
+    if (headroom > 1000)
+        return sd_bus_error_set(error, "org.kexec.khod1.Error.InvalidArgument",
+                                "headroom_percent is at most 1000");
+    ScratchPlanRequest request;
+    if (*kernel) request.kernel = kernel;
+    if (*initrd) request.initrd = initrd;
+    if (*next_cmdline) request.next_cmdline = next_cmdline;
+    request.headroom_percent = headroom;
+    auto plan = plan_scratch_for(*self->root_, request);
+    if (!plan) {
+        log(LOG_ERR, "Scratch.Plan: %s", plan.error().describe().c_str());
+        return sd_bus_error_set(error, "org.kexec.khod1.Error.IOError", plan.error().describe().c_str());
+    }
+    return sd_bus_reply_method_return(m, "sbss", plan->recommendation.word.c_str(),
+                                      static_cast<int>(plan->fits_ok), plan->verdict.c_str(),
+                                      to_json(*plan).dump().c_str());
+}
+
+}  // namespace khod
