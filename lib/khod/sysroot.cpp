@@ -61,6 +61,9 @@ KernelPath Sysroot::dev(std::string_view rel) const {
 KernelPath Sysroot::debugfs(std::string_view rel) const {
     return under(debugfs_mountpoint_, rel);
 }
+KernelPath Sysroot::etc(std::string_view rel) const {
+    return under("/etc", rel);
+}
 
 Result<std::string> read_file(const KernelPath& path) {
     UniqueFd fd(::open(path.host.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));

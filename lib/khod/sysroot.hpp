@@ -34,6 +34,9 @@ public:
     KernelPath proc(std::string_view rel) const;
     KernelPath dev(std::string_view rel) const;
     KernelPath debugfs(std::string_view rel) const;
+    // Configuration under /etc (khod.conf, kdump-tools' defaults): not a kernel path,
+    // but resolved the same way so a fixture tree can carry it.
+    KernelPath etc(std::string_view rel) const;
     // Any absolute kernel path (e.g. one read from /proc/self/mounts).
     KernelPath resolve(std::string_view kernel_path) const;
 

@@ -20,5 +20,6 @@ void add_show_commands(CLI::App& app, const GlobalOptions& global, Runner& selec
 void add_handover_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 void add_scratch_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 void add_check_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
+void add_kdump_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 
 }  // namespace khoctl

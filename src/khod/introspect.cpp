@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "bus_handover.hpp"
+#include "bus_kdump.hpp"
 #include "bus_scratch.hpp"
 #include "khod/fd.hpp"
 #include "sd_ptr.hpp"
@@ -44,6 +45,8 @@ Result<std::string> introspect_exported_objects() {
     if (int r = handover.attach(); r < 0) return errno_error(-r, "", "adding the Handover vtable");
     ScratchObject scratch(server->get(), nullptr);
     if (int r = scratch.attach(); r < 0) return errno_error(-r, "", "adding the Scratch vtable");
+    KdumpObject kdump(server->get(), nullptr, "none", nullptr);
+    if (int r = kdump.attach(); r < 0) return errno_error(-r, "", "adding the Kdump vtable");
 
     // The server answers on its own thread while this one makes the call.
     std::atomic<bool> stop{false};

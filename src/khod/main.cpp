@@ -19,6 +19,7 @@
 #include "bus_handover.hpp"
 #include "bus_scratch.hpp"
 #include "introspect.hpp"
+#include "kdump_service.hpp"
 #include "khod-config.h"
 #include "khod/fake_kexec.hpp"
 #include "khod/handover_checks.hpp"
@@ -34,6 +35,7 @@ struct Options {
     std::string sysroot = "/";
     std::string runtime_dir;
     bool fake_kexec = false;
+    std::string uevent_socket;  // tests: hotplug uevents from this socket
 };
 
 const char* yes_no_unknown(const std::optional<bool>& v) {
@@ -118,6 +120,8 @@ int run(const Options& options) {
     if ((r = handover_object.attach()) < 0) return fail("adding org.kexec.khod1.Handover", r);
     khod::ScratchObject scratch_object(bus.get(), &root);
     if ((r = scratch_object.attach()) < 0) return fail("adding org.kexec.khod1.Scratch", r);
+    khod::KdumpService kdump(root, options.fake_kexec, runtime_dir, options.uevent_socket);
+    if ((r = kdump.start(bus.get(), event.get())) < 0) return fail("adding org.kexec.khod1.Kdump", r);
     if ((r = sd_bus_attach_event(bus.get(), event.get(), SD_EVENT_PRIORITY_NORMAL)) < 0)
         return fail("attaching the bus to the event loop", r);
     if ((r = sd_bus_request_name(bus.get(), khod::bus_name, 0)) < 0)
@@ -145,6 +149,9 @@ int main(int argc, char** argv) {
         ->type_name("DIR");
     app.add_flag("--fake-kexec", options.fake_kexec,
                  "Tests only: simulate kexec loads in the --sysroot tree instead of making syscalls");
+    app.add_option("--uevent-socket", options.uevent_socket,
+                   "Tests only: read hotplug uevents (kernel format) from this datagram socket")
+        ->type_name("PATH");
     app.add_flag("--bus-introspect", introspect, "Print the D-Bus interfaces this build exports, then exit");
     try {
         app.parse(argc, argv);

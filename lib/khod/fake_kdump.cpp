@@ -1,0 +1,57 @@
+#include "khod/fake_kdump.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "khod/fd.hpp"
+
+namespace khod {
+
+namespace {
+
+// The bzImage boot protocol magic "HdrS" at 0x202: what the kernel's bzImage64 loader checks first.
+bool looks_like_bzimage(int fd) {
+    char magic[4] = {};
+    return ::pread(fd, magic, sizeof magic, 0x202) == static_cast<ssize_t>(sizeof magic) && magic[0] == 'H' &&
+           magic[1] == 'd' && magic[2] == 'r' && magic[3] == 'S';
+}
+
+}  // namespace
+
+Result<void> FakeKdumpBackend::set_crash(bool loaded) {
+    if (root_.is_live()) return plain_error("/", "the fake kdump backend never writes to the live system");
+    KernelPath path = root_.sys("kernel/kexec/crash_loaded");
+    if (!exists(path)) path = root_.sys("kernel/kexec_crash_loaded");
+    if (auto r = write_file(path, loaded ? "1\n" : "0\n"); !r) return r;
+    // crash_hotplug reads 1 only while a hotplug-capable image (any kexec_file one) is loaded.
+    for (const char* sub : {"devices/system/cpu/crash_hotplug", "devices/system/memory/crash_hotplug"}) {
+        KernelPath hp = root_.sys(sub);
+        if (exists(hp))
+            if (auto r = write_file(hp, loaded ? "1\n" : "0\n"); !r) return r;
+    }
+    return {};
+}
+
+Result<void> FakeKdumpBackend::load_crash(const CrashRecipe& recipe) {
+    loads.push_back(recipe);
+    UniqueFd kernel(::open(recipe.kernel.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!kernel.valid()) return errno_error(errno, recipe.kernel, "cannot open the kernel (fake)");
+    if (!recipe.initrd.empty()) {
+        UniqueFd initrd(::open(recipe.initrd.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!initrd.valid()) return errno_error(errno, recipe.initrd, "cannot open the initrd (fake)");
+    }
+    if (fail_before_free) return errno_error(*fail_before_free, recipe.kernel, "kexec_file_load (fake)");
+    if (auto r = set_crash(false); !r) return r;
+    if (during_load) during_load();
+    if (fail_after_free) return errno_error(*fail_after_free, recipe.kernel, "kexec_file_load (fake)");
+    if (!looks_like_bzimage(kernel.get()))
+        return errno_error(ENOEXEC, recipe.kernel, "kexec_file_load (fake): not a bzImage");
+    return set_crash(true);
+}
+
+Result<void> FakeKdumpBackend::unload_crash() {
+    ++unloads;
+    return set_crash(false);
+}
+
+}  // namespace khod

@@ -1,0 +1,56 @@
+// khod's configuration: /etc/khod/khod.conf, then every
+// /etc/khod/khod.conf.d/*.conf in lexical order, each overriding what came
+// before (INI, parsed with inih; documented in khod.conf(5)).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "khod/kdump_coalescer.hpp"
+#include "khod/kdump_recipe.hpp"
+#include "khod/result.hpp"
+#include "khod/sysroot.hpp"
+
+namespace khod {
+
+// Where the crash kernel recipe comes from when khod.conf names no Kernel=.
+enum class RecipeImport { automatic, kdump_tools, kdumpctl, none };
+const char* to_string(RecipeImport v);
+
+struct KdumpConfig {
+    bool watch_hotplug = true;                      // [Kdump] WatchHotplug=
+    Usec settle = 1 * usec_per_sec;                 // [Kdump] SettleSec=
+    Usec max_delay = 10 * usec_per_sec;             // [Kdump] MaxDelaySec=
+    Usec load_grace = 200 * usec_per_msec;          // [Kdump] LoadGraceSec=
+    RecipeImport import = RecipeImport::automatic;  // [Kdump] Import=
+    // [Kdump] Kernel=, Initrd=, CommandLine=, and the file that set Kernel=.
+    std::string kernel, initrd, cmdline, recipe_file;
+
+    // The recipe these give; nullopt without Kernel=.
+    std::optional<CrashRecipe> recipe() const;
+};
+
+struct KhodConfig {
+    KdumpConfig kdump;
+    std::vector<std::string> files;     // read, in order
+    std::vector<std::string> warnings;  // unknown sections and keys: reported, not fatal
+};
+
+// Reads khod.conf and its drop-ins through root.etc(). A missing file is not
+// an error (the defaults hold); an unreadable or malformed one is, naming the
+// file and line.
+Result<KhodConfig> load_khod_config(const Sysroot& root);
+
+// Applies one file's text on top of `config`. `name` is used in errors.
+Result<void> apply_khod_config(std::string_view text, const std::string& name, KhodConfig& config);
+
+// "1", "1s", "1.5s", "500ms", "250000us", "2min": microseconds. Bare numbers are seconds.
+Result<Usec> parse_duration(std::string_view text, const std::string& what);
+
+// Where the recipe comes from, in order: the config's Kernel=, then (Import=auto)
+// /etc/default/kdump-tools, then /etc/sysconfig/kdump. nullopt when none gives one.
+Result<std::optional<CrashRecipe>> resolve_recipe(const Sysroot& root, const KdumpConfig& config);
+
+}  // namespace khod

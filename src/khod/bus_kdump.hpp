@@ -1,0 +1,49 @@
+// org.kexec.khod1.Kdump on /org/kexec/khod1: a thin sd-bus shell over
+// khod::Kdump. The members are defined in dbus/org.kexec.khod1.Kdump.xml.
+#pragma once
+
+#include <systemd/sd-bus.h>
+
+#include <functional>
+#include <string>
+
+#include "khod/kdump.hpp"
+#include "sd_ptr.hpp"
+
+namespace khod {
+
+inline constexpr const char* kdump_interface = "org.kexec.khod1.Kdump";
+
+class KdumpObject {
+public:
+    // kdump may be null only for --bus-introspect, where no member is called.
+    // after_call runs after every method (khod re-arms its timer there).
+    KdumpObject(sd_bus* bus, Kdump* kdump, std::string event_source, std::function<void()> after_call);
+    KdumpObject(const KdumpObject&) = delete;
+    KdumpObject& operator=(const KdumpObject&) = delete;
+
+    int attach();
+    // Sends the Reloaded signal.
+    void emit_reloaded(const ReloadReport& report);
+    void emit_changed(const std::vector<std::string>& properties);
+
+private:
+    static const sd_bus_vtable vtable_[];
+
+    static int get_property(sd_bus* bus, const char* path, const char* interface, const char* property,
+                            sd_bus_message* reply, void* userdata, sd_bus_error* error);
+    static int method_load(sd_bus_message* m, void* userdata, sd_bus_error* error);
+    static int method_unload(sd_bus_message* m, void* userdata, sd_bus_error* error);
+    static int method_reload(sd_bus_message* m, void* userdata, sd_bus_error* error);
+    int reply(sd_bus_message* m, sd_bus_error* error, const KdumpResult<void>& result);
+    // A monotonic clock time as CLOCK_REALTIME microseconds.
+    Usec to_realtime(Usec monotonic) const;
+
+    sd_bus* bus_;
+    Kdump* kdump_;
+    std::string event_source_;
+    std::function<void()> after_call_;
+    SdBusSlotPtr slot_;
+};
+
+}  // namespace khod

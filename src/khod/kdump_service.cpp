@@ -1,0 +1,137 @@
+#include "kdump_service.hpp"
+
+#include <cstring>
+#include <fstream>
+
+#include "khod/fake_kdump.hpp"
+#include "khod/khod_config.hpp"
+#include "log.hpp"
+
+namespace khod {
+
+KdumpService::KdumpService(const Sysroot& root, bool fake, std::filesystem::path runtime_dir,
+                           std::string test_socket)
+    : root_(root), runtime_dir_(std::move(runtime_dir)), test_socket_(std::move(test_socket)) {
+    if (fake)
+        backend_ = std::make_unique<FakeKdumpBackend>(root);
+    else
+        backend_ = std::make_unique<SystemKdumpBackend>(root);
+}
+
+KdumpService::~KdumpService() {
+    if (marker_) {
+        std::error_code ec;
+        std::filesystem::remove(marker_path(), ec);
+    }
+}
+
+int KdumpService::start(sd_bus* bus, sd_event* event) {
+    KdumpSettings settings;
+    std::optional<CrashRecipe> recipe;
+    std::string recipe_error;
+    bool watch = true;
+    auto config = load_khod_config(root_);
+    if (!config) {
+        // A broken config must not take the Handover side down with it.
+        log(LOG_ERR, "kdump: %s; using the defaults", config.error().describe().c_str());
+        recipe_error = config.error().describe();
+    } else {
+        for (const auto& w : config->warnings) log(LOG_WARNING, "%s", w.c_str());
+        settings.settle = config->kdump.settle;
+        settings.max_delay = config->kdump.max_delay;
+        settings.load_grace = config->kdump.load_grace;
+        watch = config->kdump.watch_hotplug;
+        auto r = resolve_recipe(root_, config->kdump);
+        if (!r) {
+            log(LOG_WARNING, "kdump: no crash kernel recipe: %s", r.error().describe().c_str());
+            recipe_error = r.error().describe();
+        } else {
+            recipe = *r;
+        }
+    }
+    kdump_ = std::make_unique<Kdump>(root_, *backend_, clock_, settings, runtime_dir_);
+
+    if (watch) {
+        auto s = UeventSource::open(
+            root_, event, test_socket_, [this](const HotplugEvent& e) { kdump_->on_event(e); },
+            [this] { kdump_->on_events_lost(); }, [this] { after_timer_or_event(); });
+        if (!s) {
+            log(LOG_ERR, "kdump: cannot watch hotplug events: %s", s.error().describe().c_str());
+        } else {
+            source_ = std::move(*s);
+        }
+    }
+    const std::string source_name = source_ ? source_->name() : "none";
+
+    object_ = std::make_unique<KdumpObject>(bus, kdump_.get(), source_name, [this] { rearm(); });
+    kdump_->on_change([this](const std::vector<std::string>& changed) { object_->emit_changed(changed); });
+    kdump_->on_reloaded([this](const ReloadReport& rep) {
+        if (rep.ok)
+            log(LOG_NOTICE, "kdump: reloaded the crash kernel (%s) in %llu us, %llu us without one",
+                rep.cause.c_str(), static_cast<unsigned long long>(rep.duration),
+                static_cast<unsigned long long>(rep.unloaded));
+        else
+            log(LOG_ERR, "kdump: reload (%s) failed: %s", rep.cause.c_str(), rep.error.c_str());
+        object_->emit_reloaded(rep);
+    });
+    kdump_->start(recipe, recipe_error);
+    if (int r = object_->attach(); r < 0) return r;
+
+    sd_event_source* timer = nullptr;
+    // 1 ms accuracy: the default (250 ms) would blur the settle interval.
+    int r =
+        sd_event_add_time(event, &timer, CLOCK_MONOTONIC, UINT64_MAX, 1000, &KdumpService::on_timer, this);
+    if (r < 0) return r;
+    timer_.reset(timer);
+    sd_event_source_set_enabled(timer, SD_EVENT_OFF);
+
+    if (source_ && source_->kind() != UeventSource::Kind::none) {
+        std::error_code ec;
+        std::filesystem::create_directories(runtime_dir_, ec);
+        std::ofstream(marker_path()) << "khod handles CPU and memory hotplug for kdump (" << source_name
+                                     << " events)\n";
+        marker_ = std::filesystem::exists(marker_path());
+    }
+    const auto& rc = kdump_->recipe();
+    log(LOG_INFO, "kdump: %s; hotplug events from %s; recipe %s", kdump_->capability().summary().c_str(),
+        source_name.c_str(), rc ? (rc->kernel + " (" + rc->source + ")").c_str() : "none");
+    if (!kdump_->last_error().empty()) log(LOG_WARNING, "kdump: %s", kdump_->last_error().c_str());
+    logged_error_ = kdump_->last_error();
+    rearm();
+    return 0;
+}
+
+void KdumpService::rearm() {
+    if (!timer_) return;
+    auto d = kdump_->deadline();
+    if (!d) {
+        sd_event_source_set_enabled(timer_.get(), SD_EVENT_OFF);
+        return;
+    }
+    sd_event_source_set_time(timer_.get(), *d);
+    sd_event_source_set_enabled(timer_.get(), SD_EVENT_ONESHOT);
+}
+
+void KdumpService::after_timer_or_event() {
+    if (kdump_->confirmations() != logged_confirmations_) {
+        logged_confirmations_ = kdump_->confirmations();
+        log(LOG_INFO,
+            "kdump: hotplug events settled; the kernel keeps the crash kernel current in place "
+            "(%llu events so far, no reload)",
+            static_cast<unsigned long long>(kdump_->events_seen()));
+    }
+    if (kdump_->last_error() != logged_error_) {
+        logged_error_ = kdump_->last_error();
+        if (!logged_error_.empty()) log(LOG_WARNING, "kdump: %s", logged_error_.c_str());
+    }
+    rearm();
+}
+
+int KdumpService::on_timer(sd_event_source* /*source*/, uint64_t /*usec*/, void* userdata) {
+    auto* self = static_cast<KdumpService*>(userdata);
+    self->kdump_->on_timer();
+    self->after_timer_or_event();
+    return 0;
+}
+
+}  // namespace khod

@@ -1,0 +1,55 @@
+// khod's kdump side, wired together: khod.conf and the recipe, the
+// khod::Kdump state machine with the real or fake backend, the hotplug event
+// source, one sd-event timer armed at the state machine's deadline (never a
+// periodic one), and org.kexec.khod1.Kdump on the bus.
+#pragma once
+
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "bus_kdump.hpp"
+#include "khod/kdump.hpp"
+#include "sd_ptr.hpp"
+#include "system_kdump.hpp"
+#include "uevent_source.hpp"
+
+namespace khod {
+
+class KdumpService {
+public:
+    // fake: the fixture-tree backend (--fake-kexec). test_socket: --uevent-socket.
+    KdumpService(const Sysroot& root, bool fake, std::filesystem::path runtime_dir, std::string test_socket);
+    ~KdumpService();
+    KdumpService(const KdumpService&) = delete;
+    KdumpService& operator=(const KdumpService&) = delete;
+
+    // Reads the config, starts watching, attaches the bus object. Negative errno on failure.
+    int start(sd_bus* bus, sd_event* event);
+
+    // The file the udev drop-ins test: present while khod handles hotplug for kdump.
+    std::filesystem::path marker_path() const { return runtime_dir_ / "kdump-hotplug"; }
+
+private:
+    void rearm();
+    void after_timer_or_event();
+    static int on_timer(sd_event_source* source, uint64_t usec, void* userdata);
+
+    const Sysroot& root_;
+    std::filesystem::path runtime_dir_;
+    std::string test_socket_;
+    std::unique_ptr<KdumpBackend> backend_;
+    MonotonicClock clock_;
+    std::unique_ptr<Kdump> kdump_;
+    std::unique_ptr<UeventSource> source_;
+    std::unique_ptr<KdumpObject> object_;
+    SdEventSourcePtr timer_;
+    std::uint64_t logged_confirmations_ = 0;
+    std::string logged_error_;
+    bool marker_ = false;
+};
+
+}  // namespace khod

@@ -1,0 +1,63 @@
+// Where khod hears about CPU and memory hotplug: udev's monitor (libudev)
+// when udevd runs (/run/udev/control exists), else the kernel's own uevents
+// on a NETLINK_KOBJECT_UEVENT socket (the VM's initramfs, containers without
+// udevd). Tests use a third, explicit source: a unix datagram socket that
+// takes datagrams in the kernel's uevent format (`khod --uevent-socket`).
+// Each is one sd-event io source; nothing polls.
+#pragma once
+
+#include <systemd/sd-event.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "khod/fd.hpp"
+#include "khod/result.hpp"
+#include "khod/sysroot.hpp"
+#include "khod/uevent.hpp"
+#include "sd_ptr.hpp"
+
+struct udev;
+struct udev_monitor;
+
+namespace khod {
+
+class UeventSource {
+public:
+    enum class Kind { none, udev, kernel, test_socket };
+    using Handler = std::function<void(const HotplugEvent&)>;
+    using LostHandler = std::function<void()>;  // the socket overflowed: events were dropped
+    using BatchDone = std::function<void()>;    // after each wakeup's events
+
+    // test_socket non-empty: that source. Else udev or kernel on the live
+    // system, none for a fixture sysroot (its events would not be its tree's).
+    static Result<std::unique_ptr<UeventSource>> open(const Sysroot& root, sd_event* event,
+                                                      const std::string& test_socket, Handler handler,
+                                                      LostHandler lost, BatchDone done);
+    ~UeventSource();
+    UeventSource(const UeventSource&) = delete;
+    UeventSource& operator=(const UeventSource&) = delete;
+
+    Kind kind() const { return kind_; }
+    // "udev", "kernel", "test-socket" or "none": the EventSource property.
+    const char* name() const;
+
+private:
+    UeventSource() = default;
+    static int on_readable(sd_event_source* source, int fd, uint32_t revents, void* userdata);
+    void drain_datagrams();
+    void drain_udev();
+
+    Kind kind_ = Kind::none;
+    UniqueFd fd_;
+    std::string socket_path_;
+    ::udev* udev_ = nullptr;
+    udev_monitor* monitor_ = nullptr;
+    SdEventSourcePtr io_;
+    Handler handler_;
+    LostHandler lost_;
+    BatchDone done_;
+};
+
+}  // namespace khod

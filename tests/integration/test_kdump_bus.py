@@ -1,0 +1,288 @@
+"""khod's org.kexec.khod1.Kdump on a private bus, driven by khoctl and busctl.
+
+khod runs over copies of the kdump fixture trees captured from the 7.2 kernel
+(kdump-7.2-load: a crash kernel loaded with `kexec -p`, crash_hotplug 0;
+kdump-7.2-file: one loaded with `kexec -s -p`, crash_hotplug 1), with
+--fake-kexec (the fake backend does to the tree what the kernel does to
+sysfs: crash_loaded 0 while loading, 1 and crash_hotplug 1 after a good load,
+ENOEXEC for a file that is not a bzImage, leaving none loaded).
+
+Hotplug events are injected honestly but explicitly: khod --uevent-socket
+PATH reads datagrams in the kernel's NETLINK_KOBJECT_UEVENT format from a
+unix socket, through the same parser the kernel source uses. The VM tier
+(kdump-inplace, kdump-reload) proves the real netlink source and syscalls.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+from khodbus import FIXTURES, REPO, Khod, PrivateBus
+
+BUILDDIR = Path(os.environ.get("KHOD_BUILDDIR", REPO / "build"))
+KERNEL = Path(os.environ.get("KHOD_VM_KERNEL", REPO.parent / "shared" / "vm" / "bzImage"))
+CRASH_LOADED = "sys/kernel/kexec/crash_loaded"
+HOTPLUG = "sys/devices/system/memory/crash_hotplug"
+
+
+class KdumpKhod(Khod):
+    """Khod with --uevent-socket (khodbus.Khod starts khod without it)."""
+
+    def __init__(self, bus, builddir, fixture, conf=None, files=None):
+        super().__init__(bus, builddir, fixture)
+        self.uevents = self.dir / "uevents.sock"
+        for rel, text in (files or {}).items():
+            p = self.sysroot / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text)
+        if conf is not None:
+            p = self.sysroot / "etc/khod/khod.conf"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(conf)
+
+    def start(self, timeout=10):
+        notify_path = self.dir / "notify"
+        if notify_path.exists():
+            notify_path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(notify_path))
+        sock.settimeout(timeout)
+        env = dict(self.bus.env, NOTIFY_SOCKET=str(notify_path))
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(self.builddir / "src/khod/khod"), "--sysroot", str(self.sysroot),
+                 "--runtime-dir", str(self.runtime), "--fake-kexec", "--uevent-socket", str(self.uevents)],
+                env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if "READY=1" in sock.recv(4096).decode().split("\n"):
+                    return
+            raise TimeoutError
+        except (TimeoutError, socket.timeout):
+            self.proc.kill()
+            raise RuntimeError(f"khod did not signal READY=1; log:\n{self.log.read_text()}") from None
+        finally:
+            sock.close()
+
+    def send_events(self, events):
+        """events: (action, subsystem, devpath, seqnum) tuples, sent as the kernel formats them."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            for action, subsystem, devpath, seqnum in events:
+                fields = [f"{action}@{devpath}", f"ACTION={action}", f"DEVPATH={devpath}",
+                          f"SUBSYSTEM={subsystem}", f"SEQNUM={seqnum}"]
+                s.sendto(b"\0".join(f.encode() for f in fields) + b"\0", str(self.uevents))
+        finally:
+            s.close()
+
+
+def storm(n, first_seq=10000):
+    out = []
+    for i in range(n):
+        if i % 2:
+            out.append(("offline" if i % 4 == 1 else "online", "cpu", "/devices/system/cpu/cpu1", first_seq + i))
+        else:
+            out.append(("online", "memory", f"/devices/system/memory/memory{8 + i % 8}", first_seq + i))
+    return out
+
+
+class KdumpBusTest(unittest.TestCase):
+    fixture = "kdump-7.2-load"
+    conf = None
+    files = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.bus = PrivateBus()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.bus.close()
+
+    def setUp(self):
+        self.assertTrue(KERNEL.is_file(), f"{KERNEL} missing: the tests need ../shared/vm/bzImage")
+        self.tmp = Path(tempfile.mkdtemp(prefix="khod-kdump-"))
+        self.initrd = self.tmp / "initrd.img"
+        self.initrd.write_bytes(b"\0" * 4096)
+        conf = self.conf.format(kernel=KERNEL, initrd=self.initrd) if self.conf else None
+        self.khod = KdumpKhod(self.bus, BUILDDIR, self.fixture, conf, self.files)
+        self.khod.start()
+
+    def tearDown(self):
+        self.khod.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def ctl(self, *args):
+        r = self.khod.khoctl("--json", "--sysroot", str(self.khod.sysroot), "kdump", *args)
+        try:
+            doc = json.loads(r.stdout)
+        except json.JSONDecodeError:
+            self.fail(f"khoctl kdump {' '.join(args)} printed no JSON (rc {r.returncode}): {r.stdout!r} {r.stderr!r}")
+        return r.returncode, doc
+
+    def status(self):
+        rc, doc = self.ctl("status")
+        self.assertEqual(rc, 0, doc)
+        return doc["kdump"]
+
+    def wait_settled(self, events, timeout=10):
+        """Until khod has seen `events` events and has nothing pending (khod works in its own time)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status()
+            if st["EventsSeen"] >= events and not st["Pending"]:
+                return st
+            if time.monotonic() > deadline:
+                self.fail(f"khod did not settle: {st}\n{self.khod.log.read_text()}")
+            time.sleep(0.05)
+
+
+class ReloadWhereTheKernelCannotUpdate(KdumpBusTest):
+    conf = ("[Kdump]\nKernel={kernel}\nInitrd={initrd}\n"
+            "CommandLine=console=ttyS0 irqpoll\n  nr_cpus=1 reset_devices\nSettleSec=200ms\nMaxDelaySec=2\n")
+
+    def test_initial_state(self):
+        st = self.status()
+        self.assertTrue(st["Loaded"])
+        self.assertFalse(st["Managed"], "the image was loaded by kexec -p, not by khod")
+        self.assertEqual(st["InPlaceUpdate"], {"cpu": "no", "memory": "no"})
+        self.assertEqual(st["EventSource"], "test-socket")
+        self.assertEqual(st["Reloads"], 0)
+        self.assertEqual(st["LastReloadUsec"], 0)
+        self.assertEqual(st["Recipe"]["kernel"], str(KERNEL))
+        self.assertEqual(st["Recipe"]["cmdline"], "console=ttyS0 irqpoll nr_cpus=1 reset_devices")
+        self.assertEqual(st["Recipe"]["source"], "/etc/khod/khod.conf")
+        rc, doc = self.ctl("status")
+        self.assertEqual(doc["kernel"]["crash_loaded"], True)
+        self.assertEqual(doc["kernel"]["crash_elfcorehdr_size"], 462448)
+        self.assertTrue((self.khod.runtime / "kdump-hotplug").exists(), "the udev drop-ins' marker")
+
+    def test_a_storm_is_one_reload_then_the_kernel_updates_in_place(self):
+        self.khod.send_events(storm(200))
+        st = self.wait_settled(200)
+        self.assertEqual(st["Reloads"], 1, st)
+        self.assertTrue(st["Loaded"])
+        self.assertTrue(st["Managed"])
+        self.assertEqual(st["InPlaceUpdate"], {"cpu": "yes", "memory": "yes"})
+        self.assertGreater(st["LastReloadUsec"], 0)
+        self.assertEqual(len(st["UnloadedWindows"]), 1)
+        w = st["UnloadedWindows"][0]
+        self.assertFalse(w["open"])
+        self.assertEqual(w["cause"], "200 hotplug events")
+        self.assertEqual(st["UnloadedWindowUsecTotal"], w["duration_usec"])
+        self.assertEqual(self.khod.read(CRASH_LOADED).strip(), "1")
+        self.assertEqual(self.khod.read(HOTPLUG).strip(), "1")
+        # the next storm is the kernel's business
+        self.khod.send_events(storm(50, first_seq=20000))
+        st = self.wait_settled(250)
+        self.assertEqual(st["Reloads"], 1, st)
+
+    def test_reloaded_signal(self):
+        mon = subprocess.Popen(["busctl", f"--address={self.bus.address}", "monitor", "--json=short",
+                                "--match", "type='signal',interface='org.kexec.khod1.Kdump',member='Reloaded'"],
+                               stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.3)  # busctl subscribes before the storm
+            self.khod.send_events(storm(10))
+            self.wait_settled(10)
+            line = ""
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and "Reloaded" not in line:
+                line = mon.stdout.readline()
+            msg = json.loads(line)
+            cause, events, duration, unloaded, ok, error = msg["payload"]["data"]
+            self.assertEqual((cause, events, ok, error), ("10 hotplug events", 10, True, ""))
+            self.assertGreaterEqual(duration, unloaded)
+        finally:
+            mon.send_signal(signal.SIGTERM)
+            mon.wait(timeout=5)
+
+
+class LoadUnloadRollback(KdumpBusTest):
+    fixture = "kdump-7.2-file"
+
+    def test_no_recipe_then_load(self):
+        st = self.status()
+        self.assertEqual(st["Recipe"]["kernel"], "")
+        rc, doc = self.ctl("reload")
+        self.assertEqual(rc, 1)
+        self.assertEqual(doc["error"]["name"], "org.kexec.khod1.Error.NoRecipe")
+        rc, doc = self.ctl("load", "--kernel", str(KERNEL), "--initrd", str(self.initrd), "--append", "nr_cpus=1")
+        self.assertEqual(rc, 0, doc)
+        self.assertEqual(doc["kdump"]["Recipe"]["source"], "khoctl kdump load")
+        self.assertEqual(doc["kdump"]["Reloads"], 1, "it replaced the captured image")
+        self.assertTrue(doc["kdump"]["Managed"])
+
+    def test_a_failed_load_rolls_back_to_the_last_good_image(self):
+        rc, doc = self.ctl("load", "--kernel", str(KERNEL), "--append", "nr_cpus=1")
+        self.assertEqual(rc, 0, doc)
+        not_a_kernel = self.tmp / "vmlinuz-broken"
+        not_a_kernel.write_bytes(b"\x7fELF" + b"\0" * 8192)
+        rc, doc = self.ctl("load", "--kernel", str(not_a_kernel))
+        self.assertEqual(rc, 1, doc)
+        self.assertEqual(doc["error"]["name"], "org.kexec.khod1.Error.KernelRefused")
+        self.assertIn("rolled back", doc["error"]["message"])
+        st = self.status()
+        self.assertTrue(st["Loaded"])
+        self.assertEqual(st["Recipe"]["kernel"], str(KERNEL))
+        self.assertIn("KernelRefused", st["LastError"])
+        self.assertEqual(self.khod.read(CRASH_LOADED).strip(), "1")
+        self.assertFalse(any(w["open"] for w in st["UnloadedWindows"]))
+
+    def test_missing_file_is_refused_before_anything_is_unloaded(self):
+        rc, doc = self.ctl("load", "--kernel", str(self.tmp / "nope"))
+        self.assertEqual(rc, 1)
+        self.assertEqual(doc["error"]["name"], "org.kexec.khod1.Error.InvalidArgument")
+        self.assertIn("nope", doc["error"]["message"])
+        self.assertTrue(self.status()["Loaded"])
+        self.assertEqual(self.status()["UnloadedWindows"], [])
+
+    def test_unload_and_reload(self):
+        rc, doc = self.ctl("load", "--kernel", str(KERNEL))
+        self.assertEqual(rc, 0, doc)
+        rc, doc = self.ctl("unload")
+        self.assertEqual(rc, 0, doc)
+        self.assertFalse(doc["kdump"]["Loaded"])
+        self.assertFalse(doc["kdump"]["Managed"])
+        self.assertTrue(doc["kdump"]["UnloadedWindows"][-1]["open"])
+        self.assertEqual(self.khod.read(CRASH_LOADED).strip(), "0")
+        rc, doc = self.ctl("reload")
+        self.assertEqual(rc, 0, doc)
+        self.assertTrue(doc["kdump"]["Loaded"])
+        self.assertFalse(doc["kdump"]["UnloadedWindows"][-1]["open"])
+
+    def test_in_place_events_reload_nothing(self):
+        self.khod.send_events(storm(100))
+        st = self.wait_settled(100)
+        self.assertEqual(st["Reloads"], 0)
+        self.assertTrue(st["Loaded"])
+
+    def test_human_status(self):
+        r = self.khod.khoctl("--sysroot", str(self.khod.sysroot), "kdump", "status")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("in-place update: cpu yes, memory yes", r.stdout)
+        self.assertIn("kernel:          crash kernel loaded, in-place update cpu yes memory yes", r.stdout)
+        self.assertIn("crash kernel:    loaded", r.stdout)
+
+
+class ImportedFromKdumpTools(KdumpBusTest):
+    files = {"etc/default/kdump-tools": "USE_KDUMP=1\nKDUMP_KERNEL=/var/lib/kdump/vmlinuz\n"}
+
+    def test_recipe_source(self):
+        st = self.status()
+        self.assertEqual(st["Recipe"]["source"], "/etc/default/kdump-tools")
+        self.assertEqual(st["Recipe"]["kernel"], "/var/lib/kdump/vmlinuz")
+        self.assertIn("nr_cpus=1", st["Recipe"]["cmdline"])
+        self.assertNotIn("crashkernel=", st["Recipe"]["cmdline"])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,444 @@
+// kdump under hotplug: the coalescer over a fake clock, the kernel's
+// capability on fixture trees captured from the 7.2 kernel, and the state
+// machine with the fake backend (in-place, coalesced reloads, events missed
+// during a load, rollback on an injected failure, window accounting). No sleeps:
+// time is a number the tests move.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "khod/fake_kdump.hpp"
+#include "khod/kdump.hpp"
+#include "khod/kdump_coalescer.hpp"
+#include "khod/kdump_state.hpp"
+#include "tree.hpp"
+
+using namespace khod;
+using khod::test::fixture;
+using khod::test::TempTree;
+
+namespace {
+
+constexpr Usec ms = usec_per_msec;
+constexpr Usec sec = usec_per_sec;
+
+struct FakeClock : Clock {
+    Usec t = 1000 * sec;
+    Usec now() const override { return t; }
+};
+
+// A file the fake backend takes for a bzImage ("HdrS" at 0x202), and one it does not.
+void write_kernel(const TempTree& tree, const std::string& rel, bool valid) {
+    std::string data(0x400, '\0');
+    if (valid) data.replace(0x202, 4, "HdrS");
+    tree.write(rel, data);
+}
+
+struct Bench {
+    explicit Bench(const char* name, KdumpSettings settings = {}) {
+        tree.copy_from(fixture(name));
+        write_kernel(tree, "boot/vmlinuz", true);
+        write_kernel(tree, "boot/broken", false);
+        tree.write("boot/initrd", "initrd");
+        kdump = std::make_unique<Kdump>(root, backend, clock, settings, tree.root() / "run");
+        kdump->on_reloaded([this](const ReloadReport& r) { reports.push_back(r); });
+        // A load takes 300 ms of (fake) time.
+        backend.during_load = [this] { clock.t += 300 * ms; };
+    }
+    CrashRecipe recipe(const char* kernel = "boot/vmlinuz") const {
+        return {(tree.root() / kernel).string(), (tree.root() / "boot/initrd").string(),
+                "console=ttyS0 nr_cpus=1", "test"};
+    }
+    std::string read(const std::string& rel) const {
+        std::ifstream in(tree.root() / rel);
+        std::string s;
+        std::getline(in, s);
+        return s;
+    }
+    void set(const std::string& rel, const std::string& v) const { tree.write(rel, v + "\n"); }
+    HotplugEvent event(HotplugSubsystem sub = HotplugSubsystem::memory,
+                       std::optional<std::uint64_t> seq = {}) const {
+        return {sub, "online", "/devices/system/memory/memory9", seq, false};
+    }
+    // Runs the timer whenever it is due, up to `until`.
+    void run_until(Usec until) {
+        while (auto d = kdump->deadline()) {
+            if (*d > until) break;
+            clock.t = std::max(clock.t, *d);
+            kdump->on_timer();
+        }
+        clock.t = std::max(clock.t, until);
+    }
+    TempTree tree;
+    Sysroot root{tree.root()};
+    FakeKdumpBackend backend{root};
+    FakeClock clock;
+    std::unique_ptr<Kdump> kdump;
+    std::vector<ReloadReport> reports;
+};
+
+}  // namespace
+
+// --- the coalescer
+
+TEST(Coalescer, SettlesAfterTheLastEvent) {
+    Coalescer c(1 * sec, 10 * sec);
+    EXPECT_FALSE(c.deadline());
+    c.add(100 * sec);
+    EXPECT_EQ(*c.deadline(), 101 * sec);
+    c.add(100 * sec + 400 * ms);
+    EXPECT_EQ(*c.deadline(), 101 * sec + 400 * ms) << "each event pushes the action back";
+    EXPECT_FALSE(c.due(101 * sec));
+    EXPECT_TRUE(c.due(101 * sec + 400 * ms));
+    EXPECT_EQ(c.take(), 2u);
+    EXPECT_FALSE(c.pending());
+    EXPECT_FALSE(c.deadline());
+}
+
+TEST(Coalescer, AStormOf3840EventsIsOneActionBoundedByTheMaximumDelay) {
+    Coalescer c(1 * sec, 10 * sec);
+    // 3840 events 2 ms apart: 7.7 s, never a 1 s pause.
+    Usec t = 0;
+    for (int i = 0; i < 3840; ++i, t += 2 * ms) {
+        ASSERT_FALSE(c.due(t)) << "due mid-storm at event " << i;
+        c.add(t);
+    }
+    EXPECT_EQ(*c.deadline(), t - 2 * ms + 1 * sec);
+    EXPECT_EQ(c.take(), 3840u);
+
+    // A storm that never pauses is handled at first + max_delay.
+    Coalescer d(1 * sec, 10 * sec);
+    std::uint64_t n = 0;
+    for (t = 0; !d.due(t); t += 500 * ms, ++n) d.add(t);
+    EXPECT_EQ(t, 10 * sec);
+    EXPECT_EQ(d.take(), n);
+}
+
+TEST(Coalescer, MaxDelayBelowSettleIsRaisedAndOutOfOrderTimesDoNotMoveTheBatchBack) {
+    Coalescer c(2 * sec, 1 * sec);
+    EXPECT_EQ(c.max_delay(), 2 * sec);
+    c.add(10 * sec);
+    c.add(9 * sec);
+    EXPECT_EQ(*c.deadline(), 12 * sec);
+}
+
+// --- capability, on trees the 7.2 kernel printed
+
+TEST(KdumpCapability, NothingLoaded) {
+    Sysroot root(fixture("vm-7.2-kho"));
+    auto c = probe_kdump_capability(root);
+    EXPECT_EQ(c.loaded(), std::optional<bool>(false));
+    EXPECT_EQ(c.cpu, InPlace::no);
+    EXPECT_EQ(c.memory, InPlace::no);
+    EXPECT_TRUE(c.kernel_supports_in_place());
+    EXPECT_EQ(*c.kexec.crash_elfcorehdr_size.value, 462448u);
+}
+
+TEST(KdumpCapability, KexecFileImageIsUpdatedInPlace) {
+    Sysroot root(fixture("kdump-7.2-file"));
+    auto c = probe_kdump_capability(root);
+    EXPECT_EQ(c.loaded(), std::optional<bool>(true));
+    EXPECT_EQ(c.cpu, InPlace::yes);
+    EXPECT_EQ(c.memory, InPlace::yes);
+    EXPECT_TRUE(c.in_place());
+    EXPECT_TRUE(read_uevent_seqnum(root).has_value());
+}
+
+TEST(KdumpCapability, KexecLoadImageWithoutTheHotplugFlagIsNot) {
+    Sysroot root(fixture("kdump-7.2-load"));
+    auto c = probe_kdump_capability(root);
+    EXPECT_EQ(c.loaded(), std::optional<bool>(true));
+    EXPECT_EQ(c.cpu, InPlace::no);
+    EXPECT_EQ(c.memory, InPlace::no);
+    EXPECT_FALSE(c.in_place());
+}
+
+TEST(KdumpCapability, OlderKernelAndUnreadableFiles) {
+    TempTree t;
+    t.copy_from(fixture("kdump-7.2-load"));
+    // A kernel before 6.6 (or without CRASH_HOTPLUG) has no crash_hotplug files.
+    t.remove("sys/devices/system/cpu/crash_hotplug");
+    t.remove("sys/devices/system/memory/crash_hotplug");
+    Sysroot root(t.root());
+    auto c = probe_kdump_capability(root);
+    EXPECT_EQ(c.cpu, InPlace::unsupported);
+    EXPECT_FALSE(c.kernel_supports_in_place());
+    // Unreadable is unknown, never "no".
+    t.mkdir("sys/devices/system/memory/crash_hotplug");
+    t.write("sys/devices/system/cpu/crash_hotplug", "maybe\n");
+    c = probe_kdump_capability(root);
+    EXPECT_EQ(c.memory, InPlace::unknown);
+    EXPECT_EQ(c.cpu, InPlace::unknown);
+    EXPECT_EQ(c.kexec.crash_hotplug_memory.state, ProbeState::error);
+    EXPECT_NE(c.kexec.crash_hotplug_memory.error.describe().find("crash_hotplug"), std::string::npos);
+}
+
+// --- the state machine
+
+TEST(Kdump, InPlaceImageMeansNoReloadOnlyAConfirmation) {
+    Bench b("kdump-7.2-file");
+    b.kdump->start(b.recipe());
+    ASSERT_TRUE(b.kdump->loaded());
+    for (int i = 0; i < 100; ++i) {
+        b.kdump->on_event(b.event(i % 2 ? HotplugSubsystem::cpu : HotplugSubsystem::memory));
+        b.clock.t += 5 * ms;
+    }
+    EXPECT_TRUE(b.kdump->pending());
+    b.run_until(b.clock.t + 5 * sec);
+    EXPECT_EQ(b.kdump->reloads(), 0u);
+    EXPECT_TRUE(b.backend.loads.empty());
+    EXPECT_EQ(b.kdump->confirmations(), 1u);
+    EXPECT_EQ(b.kdump->events_seen(), 100u);
+    EXPECT_FALSE(b.kdump->pending());
+    EXPECT_EQ(b.kdump->unloaded_total(), 0u);
+}
+
+TEST(Kdump, AStormOnAKexecLoadImageIsOneReloadASettleIntervalAfterTheLastEvent) {
+    Bench b("kdump-7.2-load");
+    b.kdump->start(b.recipe());
+    Usec last = 0;
+    for (int i = 0; i < 3840; ++i) {
+        b.kdump->on_event(b.event());
+        last = b.clock.t;
+        b.clock.t += 1 * ms;
+    }
+    EXPECT_EQ(*b.kdump->deadline(), last + 1 * sec);
+    b.run_until(last + 1 * sec - 1);
+    EXPECT_TRUE(b.backend.loads.empty()) << "not before the storm settled";
+    b.run_until(last + 10 * sec);
+    ASSERT_EQ(b.backend.loads.size(), 1u);
+    EXPECT_EQ(b.kdump->reloads(), 1u);
+    ASSERT_EQ(b.reports.size(), 1u);
+    EXPECT_TRUE(b.reports[0].ok);
+    EXPECT_EQ(b.reports[0].events, 3840u);
+    EXPECT_EQ(b.reports[0].unloaded, 300 * ms);
+    EXPECT_EQ(*b.kdump->last_reload(), last + 1 * sec + 300 * ms) << "current 1.3 s after the last event";
+    // The new image is a kexec_file one: updated in place from now on.
+    EXPECT_EQ(b.read("sys/devices/system/memory/crash_hotplug"), "1");
+    EXPECT_EQ(b.kdump->capability().memory, InPlace::yes);
+    ASSERT_EQ(b.kdump->windows().size(), 1u);
+    EXPECT_EQ(b.kdump->windows()[0].duration(b.clock.t), 300 * ms);
+    EXPECT_EQ(b.kdump->unloaded_total(), 300 * ms);
+    EXPECT_TRUE(b.kdump->managed());
+
+    // The next storm costs nothing.
+    b.kdump->on_event(b.event());
+    b.run_until(b.clock.t + 5 * sec);
+    EXPECT_EQ(b.kdump->reloads(), 1u);
+    EXPECT_EQ(b.kdump->confirmations(), 1u);
+}
+
+TEST(Kdump, EventsSentDuringALoadMakeTheImageCurrentAgain) {
+    Bench b("kdump-7.2-file");
+    b.set("sys/kernel/uevent_seqnum", "1000");
+    b.kdump->start(b.recipe());
+    // While the load holds the kexec lock, the kernel sends events 1001-1003
+    // and skips their in-place update.
+    b.backend.during_load = [&b] {
+        b.clock.t += 300 * ms;
+        b.set("sys/kernel/uevent_seqnum", "1003");
+    };
+    ASSERT_TRUE(b.kdump->reload());
+    EXPECT_EQ(b.kdump->reloads(), 1u);
+    b.backend.during_load = [&b] { b.clock.t += 300 * ms; };
+    // They reach khod after the syscall returned.
+    for (std::uint64_t s : {1001, 1002, 1003}) b.kdump->on_event(b.event(HotplugSubsystem::memory, s));
+    b.run_until(b.clock.t + 5 * sec);
+    EXPECT_EQ(b.kdump->reloads(), 2u) << "the image was reloaded once more";
+    EXPECT_EQ(b.reports.back().events, 3u);
+}
+
+TEST(Kdump, CpuEventsDuringALoadDoNotMatterForAKexecFileImage) {
+    Bench b("kdump-7.2-file");
+    b.set("sys/kernel/uevent_seqnum", "1000");
+    b.kdump->start(b.recipe());
+    b.backend.during_load = [&b] {
+        b.clock.t += 300 * ms;
+        b.set("sys/kernel/uevent_seqnum", "1002");
+    };
+    ASSERT_TRUE(b.kdump->reload());
+    for (std::uint64_t s : {1001, 1002}) b.kdump->on_event(b.event(HotplugSubsystem::cpu, s));
+    b.run_until(b.clock.t + 5 * sec);
+    EXPECT_EQ(b.kdump->reloads(), 1u) << "its elfcorehdr describes every possible CPU";
+}
+
+TEST(Kdump, AMemoryEventAppliedAfterTheLoadRebuildsWhatTheLoadMissed) {
+    Bench b("kdump-7.2-file");
+    b.set("sys/kernel/uevent_seqnum", "1000");
+    b.kdump->start(b.recipe());
+    b.backend.during_load = [&b] {
+        b.clock.t += 300 * ms;
+        b.set("sys/kernel/uevent_seqnum", "1001");
+    };
+    ASSERT_TRUE(b.kdump->reload());
+    b.kdump->on_event(b.event(HotplugSubsystem::memory, 1001));  // skipped by the kernel
+    // The storm goes on past the grace period: the kernel updates in place again,
+    // rebuilding the whole elfcorehdr.
+    b.clock.t += 300 * ms;
+    b.kdump->on_timer();
+    b.set("sys/kernel/uevent_seqnum", "1002");
+    b.kdump->on_event(b.event(HotplugSubsystem::memory, 1002));
+    b.run_until(b.clock.t + 5 * sec);
+    EXPECT_EQ(b.kdump->reloads(), 1u);
+    EXPECT_EQ(b.kdump->confirmations(), 1u);
+}
+
+TEST(Kdump, EventsFromBeforeTheLoadOrAfterItsGraceDoNotReload) {
+    Bench b("kdump-7.2-file");
+    b.set("sys/kernel/uevent_seqnum", "1000");
+    b.kdump->start(b.recipe());
+    ASSERT_TRUE(b.kdump->reload());
+    // Queued before the load began: its elfcorehdr already covers them.
+    b.kdump->on_event(b.event(HotplugSubsystem::memory, 999));
+    b.run_until(b.clock.t + 5 * sec);
+    EXPECT_EQ(b.kdump->reloads(), 1u);
+    // Long after the load (a late udev delivery of a later event): in place.
+    b.set("sys/kernel/uevent_seqnum", "1010");
+    b.kdump->on_event(b.event(HotplugSubsystem::memory, 1010));
+    b.run_until(b.clock.t + 5 * sec);
+    EXPECT_EQ(b.kdump->reloads(), 1u);
+    EXPECT_EQ(b.kdump->confirmations(), 2u);
+}
+
+TEST(Kdump, WithoutSequenceNumbersArrivalDuringTheGracePeriodCounts) {
+    Bench b("kdump-7.2-file");  // events without SEQNUM
+    b.kdump->start(b.recipe());
+    ASSERT_TRUE(b.kdump->reload());
+    b.clock.t += 50 * ms;  // inside the 200 ms grace
+    b.kdump->on_event(b.event());
+    b.run_until(b.clock.t + 5 * sec);
+    EXPECT_EQ(b.kdump->reloads(), 2u);
+}
+
+TEST(Kdump, AFailedReloadPutsTheLastGoodImageBack) {
+    Bench b("kdump-7.2-file");
+    b.kdump->start(std::nullopt);
+    ASSERT_TRUE(b.kdump->load(b.recipe()));  // replaces the captured image: a reload
+    EXPECT_EQ(b.kdump->reloads(), 1u);
+    // The kernel frees the old image, then finds the new file is no bzImage.
+    auto r = b.kdump->load(b.recipe("boot/broken"));
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, KdumpErrc::kernel_refused);
+    EXPECT_EQ(r.error().error.code, ENOEXEC);
+    EXPECT_NE(r.error().describe().find("rolled back"), std::string::npos) << r.error().describe();
+    ASSERT_EQ(b.backend.loads.size(), 3u);
+    EXPECT_EQ(b.backend.loads[2].kernel, b.recipe().kernel) << "the rollback loads the last good recipe";
+    EXPECT_EQ(b.read("sys/kernel/kexec/crash_loaded"), "1");
+    EXPECT_TRUE(b.kdump->loaded());
+    EXPECT_EQ(b.kdump->recipe()->kernel, b.recipe().kernel) << "the broken recipe is not kept";
+    EXPECT_NE(b.kdump->last_error().find("KernelRefused"), std::string::npos);
+    // Both windows were measured and closed.
+    ASSERT_EQ(b.kdump->windows().size(), 2u);
+    EXPECT_FALSE(b.kdump->windows()[1].open);
+    EXPECT_EQ(b.kdump->windows()[1].duration(b.clock.t), 600 * ms) << "failed load + rollback";
+    b.run_until(b.clock.t + 1 * sec);  // the rollback's own verification
+    EXPECT_FALSE(b.kdump->deadline()) << "nothing left to retry";
+}
+
+TEST(Kdump, WhenTheRollbackFailsTooKhodRetriesUntilACrashKernelIsBack) {
+    Bench b("kdump-7.2-load");
+    b.kdump->start(b.recipe());
+    b.backend.fail_after_free = ENOMEM;
+    b.kdump->on_event(b.event());
+    b.run_until(b.clock.t + 2 * sec);
+    ASSERT_EQ(b.reports.size(), 1u);
+    EXPECT_FALSE(b.reports[0].ok);
+    EXPECT_FALSE(b.kdump->loaded());
+    ASSERT_EQ(b.kdump->windows().size(), 1u);
+    EXPECT_TRUE(b.kdump->windows()[0].open);
+    EXPECT_NE(b.kdump->last_error().find("NO crash kernel is loaded"), std::string::npos)
+        << b.kdump->last_error();
+    ASSERT_TRUE(b.kdump->deadline());
+    b.backend.fail_after_free.reset();
+    b.run_until(b.clock.t + 10 * sec);
+    EXPECT_TRUE(b.kdump->loaded());
+    EXPECT_FALSE(b.kdump->windows()[0].open);
+    EXPECT_GE(b.kdump->windows()[0].duration(b.clock.t), 5 * sec) << "the window lasted until the retry";
+}
+
+TEST(Kdump, ARefusalBeforeTheKernelFreedTheImageOpensNoWindow) {
+    Bench b("kdump-7.2-load");
+    b.kdump->start(b.recipe());
+    b.backend.fail_before_free = EBUSY;  // another loader holds the kexec lock
+    b.kdump->on_event(b.event());
+    b.run_until(b.clock.t + 2 * sec);
+    EXPECT_TRUE(b.kdump->loaded());
+    EXPECT_TRUE(b.kdump->windows().empty());
+    EXPECT_NE(b.kdump->last_error().find("still loaded"), std::string::npos);
+    ASSERT_TRUE(b.kdump->deadline()) << "the stale image is retried";
+    b.backend.fail_before_free.reset();
+    b.run_until(b.clock.t + 10 * sec);
+    EXPECT_EQ(b.kdump->reloads(), 1u);
+}
+
+TEST(Kdump, UnreadableFilesAreRefusedBeforeAnythingIsUnloaded) {
+    Bench b("kdump-7.2-file");
+    b.kdump->start(std::nullopt);
+    auto r = b.kdump->load(b.recipe("boot/missing"));
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, KdumpErrc::invalid_argument);
+    EXPECT_EQ(r.error().error.code, ENOENT);
+    EXPECT_TRUE(b.backend.loads.empty());
+    EXPECT_TRUE(b.kdump->loaded());
+}
+
+TEST(Kdump, NoRecipeIsReported) {
+    Bench b("kdump-7.2-load");
+    b.kdump->start(std::nullopt, "no Kernel= in khod.conf");
+    EXPECT_NE(b.kdump->last_error().find("NoRecipe"), std::string::npos);
+    b.kdump->on_event(b.event());
+    b.run_until(b.clock.t + 2 * sec);
+    EXPECT_TRUE(b.backend.loads.empty());
+    EXPECT_TRUE(b.kdump->loaded()) << "khod never unloads what it cannot replace";
+    EXPECT_NE(b.kdump->last_error().find("knows no recipe"), std::string::npos);
+    auto r = b.kdump->reload();
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, KdumpErrc::no_recipe);
+}
+
+TEST(Kdump, UnloadOpensAWindowThatTheNextLoadCloses) {
+    Bench b("kdump-7.2-file");
+    b.kdump->start(b.recipe());
+    ASSERT_TRUE(b.kdump->unload());
+    EXPECT_FALSE(b.kdump->loaded());
+    EXPECT_FALSE(b.kdump->managed());
+    b.clock.t += 2 * sec;
+    EXPECT_EQ(b.kdump->unloaded_total(), 2 * sec) << "an open window counts up to now";
+    // Events with nothing loaded: nothing to do.
+    b.kdump->on_event(b.event());
+    b.run_until(b.clock.t + 2 * sec);
+    EXPECT_TRUE(b.backend.loads.empty());
+    ASSERT_TRUE(b.kdump->load(b.recipe()));
+    EXPECT_EQ(b.kdump->reloads(), 0u) << "nothing was loaded: a load, not a reload";
+    EXPECT_FALSE(b.kdump->windows()[0].open);
+    EXPECT_EQ(b.kdump->windows()[0].cause, "Unload");
+}
+
+TEST(Kdump, ARestartedKhodKnowsItsRecipeFromThisBootsRecord) {
+    Bench b("kdump-7.2-file");
+    b.kdump->start(std::nullopt);
+    ASSERT_TRUE(b.kdump->load(b.recipe()));
+    Kdump again(b.root, b.backend, b.clock, {}, b.tree.root() / "run");
+    again.start(std::nullopt);
+    ASSERT_TRUE(again.recipe());
+    EXPECT_EQ(again.recipe()->kernel, b.recipe().kernel);
+    EXPECT_TRUE(again.managed());
+    // A record from another boot is ignored.
+    b.set("proc/sys/kernel/random/boot_id", "00000000-0000-0000-0000-000000000000");
+    Kdump other(b.root, b.backend, b.clock, {}, b.tree.root() / "run");
+    other.start(std::nullopt);
+    EXPECT_FALSE(other.recipe());
+}
+
+TEST(Kdump, PropertyChangesAreNamed) {
+    Bench b("kdump-7.2-load");
+    std::vector<std::string> changed;
+    b.kdump->on_change(
+        [&](const std::vector<std::string>& c) { changed.insert(changed.end(), c.begin(), c.end()); });
+    b.kdump->start(b.recipe());
+    b.kdump->on_event(b.event());
+    b.run_until(b.clock.t + 2 * sec);
+    for (const char* p :
+         {"Reloads", "LastReloadUsec", "InPlaceUpdate", "UnloadedWindowUsecTotal", "Pending", "Managed"})
+        EXPECT_NE(std::find(changed.begin(), changed.end(), p), changed.end()) << p;
+}

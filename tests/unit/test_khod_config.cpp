@@ -1,0 +1,181 @@
+// khod.conf(5) with drop-ins, durations, and the recipe imported from
+// Debian's kdump-tools and kdumpctl's sysconfig, over temporary /etc trees.
+#include <gtest/gtest.h>
+
+#include "khod/kdump_recipe.hpp"
+#include "khod/khod_config.hpp"
+#include "tree.hpp"
+
+using namespace khod;
+using khod::test::TempTree;
+
+namespace {
+
+// A sysroot with the running kernel's command line and release, as kdump-config reads them.
+void running_kernel(const TempTree& t) {
+    t.write("proc/cmdline",
+            "BOOT_IMAGE=/vmlinuz-7.2.13 root=/dev/sda1 ro crashkernel=256M quiet hugepages=16 iommu=pt\n");
+    t.write("proc/sys/kernel/osrelease", "7.2.13\n");
+}
+
+}  // namespace
+
+TEST(KhodConfig, DefaultsWithoutAFile) {
+    TempTree t;
+    auto c = load_khod_config(Sysroot(t.root()));
+    ASSERT_TRUE(c) << c.error().describe();
+    EXPECT_TRUE(c->files.empty());
+    EXPECT_TRUE(c->kdump.watch_hotplug);
+    EXPECT_EQ(c->kdump.settle, 1 * usec_per_sec);
+    EXPECT_EQ(c->kdump.max_delay, 10 * usec_per_sec);
+    EXPECT_EQ(c->kdump.import, RecipeImport::automatic);
+    EXPECT_FALSE(c->kdump.recipe());
+}
+
+TEST(KhodConfig, DropInsOverrideInLexicalOrderAndCommandLineContinues) {
+    TempTree t;
+    t.write("etc/khod/khod.conf",
+            "# khod\n[Kdump]\nKernel=/boot/vmlinuz\nInitrd=/boot/initrd.img\n"
+            "CommandLine=console=ttyS0 irqpoll\n  nr_cpus=1 reset_devices\nSettleSec=2s\n");
+    t.write("etc/khod/khod.conf.d/50-fast.conf", "[Kdump]\nSettleSec=250ms\nMaxDelaySec=1.5\n");
+    t.write("etc/khod/khod.conf.d/10-slow.conf", "[Kdump]\nSettleSec=5\nWatchHotplug=no\n");
+    t.write("etc/khod/khod.conf.d/README", "not a .conf: ignored\n");
+    auto c = load_khod_config(Sysroot(t.root()));
+    ASSERT_TRUE(c) << c.error().describe();
+    ASSERT_EQ(c->files.size(), 3u);
+    EXPECT_EQ(c->files[1], "/etc/khod/khod.conf.d/10-slow.conf");
+    EXPECT_EQ(c->kdump.settle, 250 * usec_per_msec);
+    EXPECT_EQ(c->kdump.max_delay, 1500 * usec_per_msec);
+    EXPECT_FALSE(c->kdump.watch_hotplug);
+    auto r = c->kdump.recipe();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->kernel, "/boot/vmlinuz");
+    EXPECT_EQ(r->cmdline, "console=ttyS0 irqpoll nr_cpus=1 reset_devices");
+    EXPECT_EQ(r->source, "/etc/khod/khod.conf");
+}
+
+TEST(KhodConfig, ErrorsNameTheFileAndLineAndUnknownKeysWarn) {
+    KhodConfig c;
+    auto r = apply_khod_config("[Kdump]\nSettleSec=soon\n", "/etc/khod/khod.conf", c);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().describe().find("/etc/khod/khod.conf"), std::string::npos);
+    EXPECT_NE(r.error().describe().find("line 2"), std::string::npos) << r.error().describe();
+    EXPECT_NE(r.error().describe().find("SettleSec"), std::string::npos);
+
+    r = apply_khod_config("[Kdump]\nKernel=vmlinuz\n", "x.conf", c);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().describe().find("absolute"), std::string::npos);
+
+    r = apply_khod_config("[Kdump]\nCommandLine=" + std::string(250, 'a') + "\n", "x.conf", c);
+    ASSERT_FALSE(r) << "inih would cut the line silently";
+    EXPECT_NE(r.error().describe().find("longer than"), std::string::npos);
+
+    KhodConfig w;
+    ASSERT_TRUE(apply_khod_config("[Kdump]\nSettle=1\n[Other]\nX=1\n", "x.conf", w));
+    EXPECT_EQ(w.warnings.size(), 2u);
+}
+
+TEST(KhodConfig, Durations) {
+    EXPECT_EQ(*parse_duration("1", "d"), 1 * usec_per_sec);
+    EXPECT_EQ(*parse_duration("1.25s", "d"), 1250 * usec_per_msec);
+    EXPECT_EQ(*parse_duration("500ms", "d"), 500 * usec_per_msec);
+    EXPECT_EQ(*parse_duration("250000us", "d"), 250 * usec_per_msec);
+    EXPECT_EQ(*parse_duration("2min", "d"), 120 * usec_per_sec);
+    EXPECT_EQ(*parse_duration(".5", "d"), 500 * usec_per_msec);
+    for (const char* bad : {"", "s", "1h", "-1", "1.2.3", "1.0000001", "abc", "99999999999999999999"})
+        EXPECT_FALSE(parse_duration(bad, "d")) << bad;
+}
+
+TEST(ShellAssignments, AsAShellReadsThem) {
+    auto v = parse_shell_assignments(
+        "# comment\nUSE_KDUMP=1\nexport KDUMP_KERNEL=/var/lib/kdump/vmlinuz  # trailing\n"
+        "KDUMP_CMDLINE_APPEND=\"irqpoll nr_cpus=1 \\\"q\\\"\"\nA='lit $x'\nEMPTY=\n",
+        "/etc/default/kdump-tools");
+    ASSERT_TRUE(v) << v.error().describe();
+    EXPECT_EQ(v->at("USE_KDUMP"), "1");
+    EXPECT_EQ(v->at("KDUMP_KERNEL"), "/var/lib/kdump/vmlinuz");
+    EXPECT_EQ(v->at("KDUMP_CMDLINE_APPEND"), "irqpoll nr_cpus=1 \"q\"");
+    EXPECT_EQ(v->at("A"), "lit $x");
+    EXPECT_EQ(v->at("EMPTY"), "");
+    for (const char* bad :
+         {"A=$B\n", "A=\"x $(uname -r)\"\n", "A=\"open\n", "echo hi\n", "A=1 B=2\n", "A=`x`\n"}) {
+        auto r = parse_shell_assignments(bad, "f");
+        ASSERT_FALSE(r) << bad;
+        EXPECT_NE(r.error().describe().find("line 1"), std::string::npos);
+    }
+}
+
+TEST(KdumpImport, DebianKdumpToolsDefaults) {
+    TempTree t;
+    running_kernel(t);
+    t.write("etc/default/kdump-tools", "USE_KDUMP=1\nKDUMP_COREDIR=\"/var/crash\"\n");
+    Sysroot root(t.root());
+    auto r = import_kdump_tools(root);
+    ASSERT_TRUE(r) << r.error().describe();
+    ASSERT_TRUE(*r);
+    EXPECT_EQ((*r)->kernel, "/var/lib/kdump/vmlinuz");
+    EXPECT_EQ((*r)->initrd, "/var/lib/kdump/initrd.img");
+    EXPECT_EQ((*r)->cmdline,
+              "root=/dev/sda1 ro quiet reset_devices systemd.unit=kdump-tools-dump.service nr_cpus=1 irqpoll "
+              "usbcore.nousb");
+    EXPECT_EQ((*r)->source, "/etc/default/kdump-tools");
+}
+
+TEST(KdumpImport, DebianKdumpToolsExplicitAndSwitchedOff) {
+    TempTree t;
+    running_kernel(t);
+    t.write("etc/default/kdump-tools",
+            "USE_KDUMP=1\nKDUMP_KERNEL=/boot/vmlinuz-crash\nKDUMP_CMDLINE=\"console=ttyS0\"\n"
+            "KDUMP_CMDLINE_APPEND=\"irqpoll\"\n");
+    auto r = import_kdump_tools(Sysroot(t.root()));
+    ASSERT_TRUE(r && *r);
+    EXPECT_EQ((*r)->kernel, "/boot/vmlinuz-crash");
+    EXPECT_EQ((*r)->cmdline, "console=ttyS0 irqpoll");
+    t.write("etc/default/kdump-tools", "USE_KDUMP=0\n");
+    r = import_kdump_tools(Sysroot(t.root()));
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().describe().find("USE_KDUMP"), std::string::npos);
+    t.remove("etc/default/kdump-tools");
+    r = import_kdump_tools(Sysroot(t.root()));
+    ASSERT_TRUE(r);
+    EXPECT_FALSE(*r) << "no file: nothing to import";
+}
+
+TEST(KdumpImport, Kdumpctl) {
+    TempTree t;
+    running_kernel(t);
+    t.write("etc/sysconfig/kdump",
+            "KDUMP_KERNELVER=\"\"\nKDUMP_COMMANDLINE=\"\"\n"
+            "KDUMP_COMMANDLINE_REMOVE=\"hugepages hugepagesz slub_debug quiet log_buf_len swiotlb\"\n"
+            "KDUMP_COMMANDLINE_APPEND=\"irqpoll nr_cpus=1 reset_devices\"\nKEXEC_ARGS=\"-s\"\n"
+            "KDUMP_IMG=\"vmlinuz\"\nKDUMP_IMG_EXT=\"\"\n");
+    Sysroot root(t.root());
+    auto r = import_kdumpctl(root);
+    ASSERT_TRUE(r) << r.error().describe();
+    ASSERT_TRUE(*r);
+    EXPECT_EQ((*r)->kernel, "/boot/vmlinuz-7.2.13");
+    EXPECT_EQ((*r)->initrd, "/boot/initramfs-7.2.13kdump.img");
+    EXPECT_EQ((*r)->cmdline, "root=/dev/sda1 ro iommu=pt irqpoll nr_cpus=1 reset_devices");
+
+    // khod.conf's Kernel= wins; Import=kdumpctl skips kdump-tools.
+    KdumpConfig k;
+    k.import = RecipeImport::kdumpctl;
+    t.write("etc/default/kdump-tools", "USE_KDUMP=1\n");
+    auto via = resolve_recipe(root, k);
+    ASSERT_TRUE(via && *via);
+    EXPECT_EQ((*via)->source, "/etc/sysconfig/kdump");
+    k.import = RecipeImport::automatic;
+    via = resolve_recipe(root, k);
+    ASSERT_TRUE(via && *via);
+    EXPECT_EQ((*via)->source, "/etc/default/kdump-tools");
+    k.kernel = "/boot/mine";
+    k.recipe_file = "/etc/khod/khod.conf";
+    via = resolve_recipe(root, k);
+    ASSERT_TRUE(via && *via);
+    EXPECT_EQ((*via)->kernel, "/boot/mine");
+    k.kernel.clear();
+    k.import = RecipeImport::none;
+    via = resolve_recipe(root, k);
+    ASSERT_TRUE(via);
+    EXPECT_FALSE(*via);
+}
