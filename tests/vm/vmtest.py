@@ -280,7 +280,8 @@ class Initramfs:
     """
 
     def __init__(self):
-        self._files: dict[str, tuple] = {}   # guest path -> ("host", Path, mode) | ("data", bytes, mode) | ("link", target)
+        # guest path -> ("host", Path, mode[, strip]) | ("data", bytes, mode) | ("link", target)
+        self._files: dict[str, tuple] = {}
         self.lib_dirs: set[str] = set()
 
     # -- adding content
@@ -314,6 +315,9 @@ class Initramfs:
         if not is_elf(host):
             raise HarnessError(f"not an ELF file: {host}")
         self.add_file(host, guest or str(host), 0o755)
+        # Debug info would triple khod's and khoctl's size, and the initramfs
+        # must fit in the scratch areas for the KHO kexec scenarios.
+        self._files[self._norm(guest or str(host))] += (True,)
         for lib in shared_libraries(host):
             self.add_file(Path(lib), lib, 0o755)
             self.lib_dirs.add(os.path.dirname(lib))
@@ -340,7 +344,10 @@ class Initramfs:
                 os.symlink(spec[1], dest)
                 continue
             if spec[0] == "host":
-                shutil.copyfile(spec[1], dest)
+                if len(spec) > 3 and spec[3]:
+                    subprocess.run(["objcopy", "--strip-debug", str(spec[1]), str(dest)], check=True)
+                else:
+                    shutil.copyfile(spec[1], dest)
                 mode = spec[2]
                 if mode is None:
                     mode = 0o755 if os.access(spec[1], os.X_OK) else 0o644
