@@ -4,9 +4,7 @@
 
 namespace khod {
 
-namespace {
-
-bool same_key(std::string_view a, std::string_view b) {
+bool same_param_key(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
     for (std::size_t i = 0; i < a.size(); ++i) {
         char x = a[i] == '-' ? '_' : a[i];
@@ -16,19 +14,12 @@ bool same_key(std::string_view a, std::string_view b) {
     return true;
 }
 
-bool needs_quotes(std::string_view v) {
-    for (char c : v)
-        if (std::isspace(static_cast<unsigned char>(c))) return true;
-    return false;
-}
-
-std::string render(const CmdlineParam& p) {
+std::string render_param(const CmdlineParam& p) {
     if (!p.value) return p.key;
-    if (needs_quotes(*p.value)) return p.key + "=\"" + *p.value + "\"";
+    for (char c : *p.value)
+        if (std::isspace(static_cast<unsigned char>(c))) return p.key + "=\"" + *p.value + "\"";
     return p.key + "=" + *p.value;
 }
-
-}  // namespace
 
 Cmdline Cmdline::parse(std::string_view text) {
     Cmdline out;
@@ -65,7 +56,7 @@ Cmdline Cmdline::parse(std::string_view text) {
 const CmdlineParam* Cmdline::find(std::string_view key) const {
     const CmdlineParam* found = nullptr;
     for (const auto& p : params_)
-        if (same_key(p.key, key)) found = &p;
+        if (same_param_key(p.key, key)) found = &p;
     return found;
 }
 
@@ -78,12 +69,12 @@ std::optional<std::string> Cmdline::value(std::string_view key) const {
 std::string Cmdline::with(std::string_view key, std::string_view value) const {
     std::string out;
     for (const auto& p : params_) {
-        if (same_key(p.key, key)) continue;
+        if (same_param_key(p.key, key)) continue;
         if (!out.empty()) out += ' ';
-        out += render(p);
+        out += render_param(p);
     }
     if (!out.empty()) out += ' ';
-    out += render(CmdlineParam{std::string(key), std::string(value)});
+    out += render_param(CmdlineParam{std::string(key), std::string(value)});
     return out;
 }
 
@@ -91,7 +82,7 @@ std::string Cmdline::str() const {
     std::string out;
     for (const auto& p : params_) {
         if (!out.empty()) out += ' ';
-        out += render(p);
+        out += render_param(p);
     }
     return out;
 }

@@ -32,6 +32,11 @@ private:
     std::vector<CmdlineParam> params_;
 };
 
+// Keys compare as the kernel's parameq(): '-' and '_' are the same.
+bool same_param_key(std::string_view a, std::string_view b);
+// One word as it goes on a command line: key, key=value, or key="value with spaces".
+std::string render_param(const CmdlineParam& param);
+
 // The kernel's kstrtobool(): y/t/1/e/on are true, n/f/0/d/off are false.
 std::optional<bool> kstrtobool(std::string_view text);
 

@@ -17,24 +17,6 @@ bool is_blank(char c) {
     return c == ' ' || c == '\t';
 }
 
-// Keys compare as the kernel's parameq(): '-' and '_' are the same.
-bool same_key(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        char x = a[i] == '-' ? '_' : a[i];
-        char y = b[i] == '-' ? '_' : b[i];
-        if (x != y) return false;
-    }
-    return true;
-}
-
-std::string render(const CmdlineParam& p) {
-    if (!p.value) return p.key;
-    for (char c : *p.value)
-        if (std::isspace(static_cast<unsigned char>(c))) return p.key + "=\"" + *p.value + "\"";
-    return p.key + "=" + *p.value;
-}
-
 std::vector<std::string> words(std::string_view text) {
     std::vector<std::string> out;
     std::istringstream in{std::string(text)};
@@ -148,11 +130,11 @@ std::string crash_cmdline_from(const Cmdline& running, const std::vector<std::st
     std::string out;
     for (const auto& p : running.params()) {
         bool drop = false;
-        for (const char* k : always) drop = drop || same_key(p.key, k);
-        for (const auto& k : remove) drop = drop || same_key(p.key, k);
+        for (const char* k : always) drop = drop || same_param_key(p.key, k);
+        for (const auto& k : remove) drop = drop || same_param_key(p.key, k);
         if (drop) continue;
         if (!out.empty()) out += ' ';
-        out += render(p);
+        out += render_param(p);
     }
     for (const auto& w : words(append)) {
         if (!out.empty()) out += ' ';

@@ -76,24 +76,6 @@ std::optional<bool> config_flag(const std::string& config, const std::string& na
     return *v == "y";
 }
 
-bool same_key(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        char x = a[i] == '-' ? '_' : a[i];
-        char y = b[i] == '-' ? '_' : b[i];
-        if (x != y) return false;
-    }
-    return true;
-}
-
-// As Cmdline::str() renders one word.
-std::string render(const CmdlineParam& p) {
-    if (!p.value) return p.key;
-    for (char c : *p.value)
-        if (std::isspace(static_cast<unsigned char>(c))) return p.key + "=\"" + *p.value + "\"";
-    return p.key + "=" + *p.value;
-}
-
 std::string policy_hint_eperm(bool crash, const KexecPolicy& policy) {
     std::vector<std::string> causes;
     if (policy.cap_sys_boot.ok() && !*policy.cap_sys_boot.value)
@@ -271,7 +253,7 @@ Result<void> kexec_file_unload(const Sysroot& root, bool crash) {
 bool is_boot_specific(const CmdlineParam& p) {
     static const char* const keys[] = {"BOOT_IMAGE", "initrd", "elfcorehdr", "dmcryptkeys"};
     for (const char* k : keys)
-        if (same_key(p.key, k)) return true;
+        if (same_param_key(p.key, k)) return true;
     return false;
 }
 
@@ -281,7 +263,7 @@ NextCmdline build_next_cmdline(const Cmdline& running, const NextCmdlineRequest&
     if (request.reuse) {
         for (const auto& p : running.params()) {
             if (is_boot_specific(p)) {
-                out.dropped.push_back(render(p));
+                out.dropped.push_back(render_param(p));
                 continue;
             }
             words.push_back(p);
@@ -295,7 +277,7 @@ NextCmdline build_next_cmdline(const Cmdline& running, const NextCmdlineRequest&
     auto find = [&words](std::string_view key) -> const CmdlineParam* {
         const CmdlineParam* found = nullptr;
         for (const auto& p : words)
-            if (same_key(p.key, key)) found = &p;
+            if (same_param_key(p.key, key)) found = &p;
         return found;
     };
     if (request.keep_kho) {
@@ -308,12 +290,12 @@ NextCmdline build_next_cmdline(const Cmdline& running, const NextCmdlineRequest&
         const CmdlineParam* theirs = running.find(request.scratch_param);
         if (!mine && theirs) {
             words.push_back(*theirs);
-            out.added.push_back(render(*theirs));
+            out.added.push_back(render_param(*theirs));
         }
     }
     for (const auto& p : words) {
         if (!out.text.empty()) out.text += ' ';
-        out.text += render(p);
+        out.text += render_param(p);
     }
     return out;
 }
