@@ -43,20 +43,11 @@ HandoverObject::HandoverObject(sd_bus* bus, sd_event* event, Handover* handover)
 }
 
 int HandoverObject::attach() {
-    // Who may call what is the bus policy's job (dbus/org.kexec.khod1.conf), hence UNPRIVILEGED.
-    sd_bus_slot* slot = nullptr;
-    int r = sd_bus_add_object_vtable(bus_, &slot, bus_object_path, handover_interface, vtable_, this);
-    if (r < 0) return r;
-    slot_.reset(slot);
-    return 0;
+    return add_interface(bus_, slot_, handover_interface, vtable_, this);
 }
 
 void HandoverObject::emit_changed(const std::vector<std::string>& properties) {
-    std::vector<char*> names;
-    for (const auto& p : properties) names.push_back(const_cast<char*>(p.c_str()));
-    names.push_back(nullptr);
-    int r = sd_bus_emit_properties_changed_strv(bus_, bus_object_path, handover_interface, names.data());
-    if (r < 0) log(LOG_WARNING, "cannot emit PropertiesChanged: %s", std::strerror(-r));
+    emit_properties_changed(bus_, handover_interface, properties);
 }
 
 int HandoverObject::get_property(sd_bus* /*bus*/, const char* /*path*/, const char* /*interface*/,

@@ -5,15 +5,13 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "bus_object.hpp"
 #include "khod/handover.hpp"
 #include "sd_ptr.hpp"
 
 namespace khod {
 
-inline constexpr const char* bus_name = "org.kexec.khod1";
-inline constexpr const char* bus_object_path = "/org/kexec/khod1";
 inline constexpr const char* handover_interface = "org.kexec.khod1.Handover";
-inline constexpr const char* bus_error_prefix = "org.kexec.khod1.Error.";
 
 class HandoverObject {
 public:

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <string_view>
 
-#include "bus_handover.hpp"
+#include "bus_object.hpp"
 #include "log.hpp"
 #include "system_kdump.hpp"
 
@@ -42,19 +42,11 @@ KdumpObject::KdumpObject(sd_bus* bus, Kdump* kdump, std::string event_source,
     : bus_(bus), kdump_(kdump), event_source_(std::move(event_source)), after_call_(std::move(after_call)) {}
 
 int KdumpObject::attach() {
-    sd_bus_slot* slot = nullptr;
-    int r = sd_bus_add_object_vtable(bus_, &slot, bus_object_path, kdump_interface, vtable_, this);
-    if (r < 0) return r;
-    slot_.reset(slot);
-    return 0;
+    return add_interface(bus_, slot_, kdump_interface, vtable_, this);
 }
 
 void KdumpObject::emit_changed(const std::vector<std::string>& properties) {
-    std::vector<char*> names;
-    for (const auto& p : properties) names.push_back(const_cast<char*>(p.c_str()));
-    names.push_back(nullptr);
-    int r = sd_bus_emit_properties_changed_strv(bus_, bus_object_path, kdump_interface, names.data());
-    if (r < 0) log(LOG_WARNING, "cannot emit PropertiesChanged: %s", std::strerror(-r));
+    emit_properties_changed(bus_, kdump_interface, properties);
 }
 
 void KdumpObject::emit_reloaded(const ReloadReport& rep) {

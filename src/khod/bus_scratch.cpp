@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "bus_handover.hpp"
+#include "bus_object.hpp"
 #include "khod/scratch_plan.hpp"
 #include "log.hpp"
 
@@ -18,11 +18,7 @@ const sd_bus_vtable ScratchObject::vtable_[] = {
 };
 
 int ScratchObject::attach() {
-    sd_bus_slot* slot = nullptr;
-    int r = sd_bus_add_object_vtable(bus_, &slot, bus_object_path, scratch_interface, vtable_, this);
-    if (r < 0) return r;
-    slot_.reset(slot);
-    return 0;
+    return add_interface(bus_, slot_, scratch_interface, vtable_, this);
 }
 
 int ScratchObject::method_plan(sd_bus_message* m, void* userdata, sd_bus_error* error) {

@@ -27,7 +27,7 @@ vm-marker rc-abort $?
 vm-put /tmp/abort.json abort.json
 vm-marker loaded-2 "$(cat /sys/kernel/kexec/loaded)"
 vm-marker state "$(busctl get-property org.kexec.khod1 /org/kexec/khod1 org.kexec.khod1.Handover State)"
-vm-marker record "$(ls /run/khod)"
+vm-marker record "$(ls /run/khod/handover.json 2>/dev/null)"
 # a second abort is refused: nothing to abort
 khoctl abort 2> /tmp/abort2.err
 vm-marker rc-abort-again $?
@@ -42,7 +42,7 @@ def check(result):
     expect_eq(result.marker("loaded-2").payload, "0", "kexec loaded after abort")
     expect_eq(dig(result.json("abort.json"), "handover.State"), "idle", "State in abort's reply")
     expect_eq(result.marker("state").payload, 's "idle"', "State read with busctl")
-    expect_eq(result.marker("record").payload, "", "files left in /run/khod")
+    expect_eq(result.marker("record").payload, "", "staged-target record left in /run/khod")
     expect_eq(result.marker("rc-abort-again").payload, "1", "a second abort")
     expect_eq(result.text("abort2.err").strip(), "khoctl: WrongState: nothing to abort: state is idle",
               "a second abort's message")
