@@ -1282,7 +1282,17 @@ Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptio
     rec.lowmem.why.insert(rec.lowmem.why.begin(),
                           "kexec segments " + human_size(images_bytes) +
                               " (kexec tries the lowmem area first; swiotlb must still fit next to them)");
-    rec.lowmem.need = images_bytes + low_early;
+    // KASLR puts the next kernel's image anywhere in scratch, so the free
+    // room can be split in two: count the largest contiguous low allocation
+    // (swiotlb) twice, or the kernel halves swiotlb (seen in the VM: 64 -> 32 MiB).
+    std::uint64_t largest_low_alloc = 0;
+    for (const auto& p : plan.next_early.parts)
+        if (p.low_only) largest_low_alloc = std::max(largest_low_alloc, p.bytes + p.uncertainty);
+    if (largest_low_alloc)
+        rec.lowmem.why.push_back("room for the largest contiguous allocation again, " +
+                                 human_size(largest_low_alloc) +
+                                 ": the next kernel's image may split the free room");
+    rec.lowmem.need = images_bytes + low_early + largest_low_alloc;
     rec.global.need = global_early;
     unsigned worst = plan.area_nodes.empty() ? 0 : plan.area_nodes.front();
     for (const auto& [n, v] : node_early)
