@@ -56,13 +56,6 @@ int call_and_show(const GlobalOptions& global, bool show_state, const char* meth
     return 0;
 }
 
-std::string absolute(const std::string& path) {
-    if (path.empty()) return path;
-    std::error_code ec;
-    auto abs = std::filesystem::absolute(path, ec);
-    return ec ? path : abs.lexically_normal().string();
-}
-
 }  // namespace
 
 void add_handover_commands(CLI::App& app, const GlobalOptions& global, Runner& selected) {
@@ -83,7 +76,7 @@ void add_handover_commands(CLI::App& app, const GlobalOptions& global, Runner& s
         selected = [&global, p] {
             std::uint64_t flags =
                 (p->reuse ? prepare_reuse_cmdline : 0) | (p->keep ? prepare_keep_cmdline : 0);
-            std::string kernel = absolute(p->kernel), initrd = absolute(p->initrd);
+            std::string kernel = absolute_path(p->kernel), initrd = absolute_path(p->initrd);
             return call_and_show(global, true, "Prepare", "prepared", "ssst", kernel.c_str(), initrd.c_str(),
                                  p->append.c_str(), flags);
         };

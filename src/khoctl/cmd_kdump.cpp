@@ -152,13 +152,6 @@ int call_and_show(const GlobalOptions& global, const char* method, const char* d
     return 0;
 }
 
-std::string absolute(const std::string& path) {
-    if (path.empty()) return path;
-    std::error_code ec;
-    auto abs = std::filesystem::absolute(path, ec);
-    return ec ? path : abs.lexically_normal().string();
-}
-
 }  // namespace
 
 void add_kdump_commands(CLI::App& app, const GlobalOptions& global, Runner& selected) {
@@ -178,7 +171,7 @@ void add_kdump_commands(CLI::App& app, const GlobalOptions& global, Runner& sele
     load->add_option("--append", o->append, "Its command line")->type_name("CMDLINE");
     load->callback([&global, &selected, o] {
         selected = [&global, o] {
-            std::string kernel = absolute(o->kernel), initrd = absolute(o->initrd);
+            std::string kernel = absolute_path(o->kernel), initrd = absolute_path(o->initrd);
             return call_and_show(global, "Load", "loaded", "ssst", kernel.c_str(), initrd.c_str(),
                                  o->append.c_str(), std::uint64_t{0});
         };

@@ -15,6 +15,9 @@ struct GlobalOptions {
 
 using Runner = std::function<int()>;
 
+// A path as khod must get it: absolute, since khod does not share our working directory.
+std::string absolute_path(const std::string& path);
+
 void add_status_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 void add_show_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 void add_handover_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);

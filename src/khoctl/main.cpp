@@ -1,10 +1,18 @@
 // khoctl: the command-line face of khod. Commands that only read kernel state
 // call lib/ directly and work without the daemon.
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <string>
 
 #include "commands.hpp"
 #include "khod-config.h"
+
+std::string khoctl::absolute_path(const std::string& path) {
+    if (path.empty()) return path;
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(path, ec);
+    return ec ? path : abs.lexically_normal().string();
+}
 
 int main(int argc, char** argv) {
     CLI::App app{"khoctl - kexec handover and kdump control"};
