@@ -5,31 +5,13 @@
 #include <sstream>
 
 #include "khod/kho_fdt.hpp"
+#include "khod/text_table.hpp"
 
 namespace khod {
 
 namespace {
 
 constexpr std::size_t text_hex_limit = 32;
-
-class Out {
-public:
-    void section(const std::string& title) {
-        out_ << (first_ ? "" : "\n") << title << '\n';
-        first_ = false;
-    }
-    void row(const std::string& label, const std::string& value) {
-        char buf[64];
-        std::snprintf(buf, sizeof buf, "  %-22s ", label.c_str());
-        out_ << buf << value << '\n';
-    }
-    void raw(const std::string& line) { out_ << line << '\n'; }
-    std::string str() const { return out_.str(); }
-
-private:
-    std::ostringstream out_;
-    bool first_ = true;
-};
 
 std::string hex(std::uint64_t v) {
     char buf[24];
@@ -64,7 +46,7 @@ std::string value_text(const FdtProperty& p) {
     return out;
 }
 
-void tree_text(Out& o, const FdtNode& n, int depth) {
+void tree_text(TextTable& o, const FdtNode& n, int depth) {
     std::string pad(static_cast<std::size_t>(4 + depth * 2), ' ');
     std::string name = n.name.empty() && depth == 0 ? "/" : escape_bytes(n.name);
     o.raw(pad + name + (n.complete ? " {" : " {   (cut short)"));
@@ -83,7 +65,7 @@ void tree_text(Out& o, const FdtNode& n, int depth) {
     o.raw(pad + "}");
 }
 
-void root_section(Out& o, const KhoFdtReport& r) {
+void root_section(TextTable& o, const KhoFdtReport& r) {
     const KhoRoot& root = r.root;
     o.section("Root FDT");
     o.row("file", printable(root.path));
@@ -137,7 +119,7 @@ void root_section(Out& o, const KhoFdtReport& r) {
     }
 }
 
-void subtree_section(Out& o, const KhoSubtree& s, bool root_cut) {
+void subtree_section(TextTable& o, const KhoSubtree& s, bool root_cut) {
     o.section("Sub-tree " + escape_bytes(s.name));
     if (!s.path.empty())
         o.row("file", printable(s.path) + (s.data ? " (" + std::to_string(s.data->size()) + " bytes)" : ""));
@@ -209,7 +191,7 @@ void subtree_section(Out& o, const KhoSubtree& s, bool root_cut) {
 }  // namespace
 
 std::string format_kho_fdt(const KhoFdtReport& r) {
-    Out o;
+    TextTable o(22);
     const bool in = r.direction == KhoFdtDirection::in;
     o.section(std::string("KHO ") + (in ? "incoming (kho/in: what the previous kernel handed over)"
                                         : "outgoing (kho/out: what this kernel will hand over)"));

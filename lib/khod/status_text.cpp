@@ -3,27 +3,12 @@
 #include <sstream>
 
 #include "khod/status.hpp"
+#include "khod/text_table.hpp"
 #include "khod/units.hpp"
 
 namespace khod {
 
 namespace {
-
-class Table {
-public:
-    void section(const std::string& title) { out_ << (first_ ? "" : "\n") << title << '\n', first_ = false; }
-    void row(const std::string& label, const std::string& value) {
-        char buf[64];
-        std::snprintf(buf, sizeof buf, "  %-24s ", label.c_str());
-        out_ << buf << value << '\n';
-    }
-    void raw(const std::string& line) { out_ << line << '\n'; }
-    std::string str() const { return out_.str(); }
-
-private:
-    std::ostringstream out_;
-    bool first_ = true;
-};
 
 template <class T, class Fmt>
 std::string probe_text(const Probe<T>& p, Fmt fmt) {
@@ -52,7 +37,7 @@ std::string hex(std::uint64_t v) {
 }  // namespace
 
 std::string format_status(const Status& s) {
-    Table t;
+    TextTable t(24);
     auto text = [](const std::string& v) { return v; };
 
     t.section("Kernel");

@@ -137,4 +137,19 @@ int report_failure(const BusFailure& failure, bool json) {
     return 1;
 }
 
+int show_after_call(KhodClient& client, const InterfaceView& view, bool json, const char* done) {
+    BusFailure failure;
+    nlohmann::json props;
+    if (!client.properties(view.interface, props, failure)) return report_failure(failure, json);
+    if (json) {
+        std::cout << nlohmann::json{{"ok", true}, {view.json_key, view.to_json ? view.to_json(props) : props}}
+                         .dump(2)
+                  << '\n';
+    } else {
+        std::cout << done << '\n';
+        view.print(props);
+    }
+    return 0;
+}
+
 }  // namespace khoctl

@@ -4,6 +4,7 @@
 
 #include <systemd/sd-bus.h>
 
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -49,5 +50,28 @@ bool KhodClient::call(const char* interface, const char* method, BusFailure& fai
 
 // Prints a failure (human or JSON) and returns the exit status 1.
 int report_failure(const BusFailure& failure, bool json);
+
+// How a command shows an interface after calling one of its methods.
+struct InterfaceView {
+    const char* interface;  // whose properties to read back
+    const char* json_key;   // --json puts them under this key, beside "ok"
+    std::function<nlohmann::json(const nlohmann::json&)> to_json;  // the documented shape; null: as read
+    std::function<void(const nlohmann::json&)> print;              // the human form
+};
+
+// After a call succeeded: `done` and the properties as the call left them.
+int show_after_call(KhodClient& client, const InterfaceView& view, bool json, const char* done);
+
+// Calls one method of view.interface, then shows what it left; returns the exit status.
+template <class... Args>
+int call_and_show(const InterfaceView& view, bool json, const char* method, const char* done,
+                  const char* signature, Args... args) {
+    BusFailure failure;
+    auto client = KhodClient::connect(failure);
+    if (!client) return report_failure(failure, json);
+    if (!client->call(view.interface, method, failure, signature, args...))
+        return report_failure(failure, json);
+    return show_after_call(*client, view, json, done);
+}
 
 }  // namespace khoctl

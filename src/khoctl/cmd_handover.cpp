@@ -27,32 +27,25 @@ void print_handover(const nlohmann::json& p) {
     if (!str("LastError").empty()) std::cout << "last error: " << str("LastError") << '\n';
 }
 
-// Calls one Handover method, then shows the state it left (show_state false:
-// after Exec, when khod may already be gone with the old kernel).
-template <class... Args>
-int call_and_show(const GlobalOptions& global, bool show_state, const char* method, const char* done,
-                  const char* signature, Args... args) {
+const InterfaceView handover_view{handover_interface, "handover", nullptr, print_handover};
+
+int call_and_show(const GlobalOptions& global, const char* method, const char* done, const char* signature,
+                  auto... args) {
+    return khoctl::call_and_show(handover_view, global.json, method, done, signature, args...);
+}
+
+// Exec shows no state afterwards: khod may already be gone with the old kernel.
+int exec_target(const GlobalOptions& global, std::uint64_t flags) {
     BusFailure failure;
     auto client = KhodClient::connect(failure);
     if (!client) return report_failure(failure, global.json);
-    if (!client->call(handover_interface, method, failure, signature, args...))
+    if (!client->call(handover_interface, "Exec", failure, "t", flags))
         return report_failure(failure, global.json);
-    if (!show_state) {
-        if (global.json)
-            std::cout << nlohmann::json{{"ok", true}, {"handover", {{"State", "executing"}}}}.dump(2)
-                      << std::endl;
-        else
-            std::cout << done << std::endl;
-        return 0;
-    }
-    nlohmann::json props;
-    if (!client->properties(handover_interface, props, failure)) return report_failure(failure, global.json);
-    if (global.json) {
-        std::cout << nlohmann::json{{"ok", true}, {"handover", props}}.dump(2) << '\n';
-    } else {
-        std::cout << done << '\n';
-        print_handover(props);
-    }
+    if (global.json)
+        std::cout << nlohmann::json{{"ok", true}, {"handover", {{"State", "executing"}}}}.dump(2)
+                  << std::endl;
+    else
+        std::cout << "khod is rebooting into the target" << std::endl;
     return 0;
 }
 
@@ -77,20 +70,18 @@ void add_handover_commands(CLI::App& app, const GlobalOptions& global, Runner& s
             std::uint64_t flags =
                 (p->reuse ? prepare_reuse_cmdline : 0) | (p->keep ? prepare_keep_cmdline : 0);
             std::string kernel = absolute_path(p->kernel), initrd = absolute_path(p->initrd);
-            return call_and_show(global, true, "Prepare", "prepared", "ssst", kernel.c_str(), initrd.c_str(),
+            return call_and_show(global, "Prepare", "prepared", "ssst", kernel.c_str(), initrd.c_str(),
                                  p->append.c_str(), flags);
         };
     });
 
     app.add_subcommand("finalize", "Hand the KHO state over: load the target with kexec_file_load (khod)")
         ->callback([&global, &selected] {
-            selected = [&global] {
-                return call_and_show(global, true, "Finalize", "finalized and loaded", "");
-            };
+            selected = [&global] { return call_and_show(global, "Finalize", "finalized and loaded", ""); };
         });
     app.add_subcommand("abort", "Unload the staged target and return to idle (khod)")
         ->callback([&global, &selected] {
-            selected = [&global] { return call_and_show(global, true, "Abort", "aborted", ""); };
+            selected = [&global] { return call_and_show(global, "Abort", "aborted", ""); };
         });
 
     auto force = std::make_shared<bool>(false);
@@ -99,7 +90,7 @@ void add_handover_commands(CLI::App& app, const GlobalOptions& global, Runner& s
     exec->callback([&global, &selected, force] {
         selected = [&global, force] {
             std::uint64_t flags = *force ? exec_force : 0;
-            return call_and_show(global, false, "Exec", "khod is rebooting into the target", "t", flags);
+            return exec_target(global, flags);
         };
     });
 }

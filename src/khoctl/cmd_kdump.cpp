@@ -133,23 +133,10 @@ int status(const GlobalOptions& global) {
     return 0;
 }
 
-template <class... Args>
-int call_and_show(const GlobalOptions& global, const char* method, const char* done, const char* signature,
-                  Args... args) {
-    BusFailure failure;
-    auto client = KhodClient::connect(failure);
-    if (!client) return report_failure(failure, global.json);
-    if (!client->call(kdump_interface, method, failure, signature, args...))
-        return report_failure(failure, global.json);
-    nlohmann::json props;
-    if (!client->properties(kdump_interface, props, failure)) return report_failure(failure, global.json);
-    if (global.json) {
-        std::cout << nlohmann::json{{"ok", true}, {"kdump", kdump_json(props)}}.dump(2) << '\n';
-    } else {
-        std::cout << done << '\n';
-        print_kdump(props);
-    }
-    return 0;
+const InterfaceView kdump_view{kdump_interface, "kdump", kdump_json, print_kdump};
+
+int call_and_show(const GlobalOptions& global, const char* method, const char* done) {
+    return khoctl::call_and_show(kdump_view, global.json, method, done, "");
 }
 
 }  // namespace
@@ -172,16 +159,16 @@ void add_kdump_commands(CLI::App& app, const GlobalOptions& global, Runner& sele
     load->callback([&global, &selected, o] {
         selected = [&global, o] {
             std::string kernel = absolute_path(o->kernel), initrd = absolute_path(o->initrd);
-            return call_and_show(global, "Load", "loaded", "ssst", kernel.c_str(), initrd.c_str(),
-                                 o->append.c_str(), std::uint64_t{0});
+            return khoctl::call_and_show(kdump_view, global.json, "Load", "loaded", "ssst", kernel.c_str(),
+                                         initrd.c_str(), o->append.c_str(), std::uint64_t{0});
         };
     });
     kdump->add_subcommand("unload", "Unload the crash kernel; khod stops keeping one loaded")
         ->callback([&global, &selected] {
-            selected = [&global] { return call_and_show(global, "Unload", "unloaded", ""); };
+            selected = [&global] { return call_and_show(global, "Unload", "unloaded"); };
         });
     kdump->add_subcommand("reload", "Load the crash kernel recipe again now")->callback([&global, &selected] {
-        selected = [&global] { return call_and_show(global, "Reload", "reloaded", ""); };
+        selected = [&global] { return call_and_show(global, "Reload", "reloaded"); };
     });
 }
 
