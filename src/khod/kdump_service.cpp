@@ -74,8 +74,9 @@ int KdumpService::start(sd_bus* bus, sd_event* event) {
             log(LOG_ERR, "kdump: reload (%s) failed: %s", rep.cause.c_str(), rep.error.c_str());
         object_->emit_reloaded(rep);
     });
-    kdump_->start(recipe, recipe_error);
+    // On the bus before start(): start() announces what it found.
     if (int r = object_->attach(); r < 0) return r;
+    kdump_->start(recipe, recipe_error);
 
     sd_event_source* timer = nullptr;
     // 1 ms accuracy: the default (250 ms) would blur the settle interval.
