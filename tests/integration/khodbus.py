@@ -6,6 +6,7 @@ DBUS_SYSTEM_BUS_ADDRESS. Readiness comes from khod's own sd_notify READY=1
 on a NOTIFY_SOCKET the test listens to, not from polling.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import unittest
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,6 +72,10 @@ class Khod:
         self.proc = None
         self.log = self.dir / "khod.log"
 
+    def arguments(self):
+        """khod's command line, past the program."""
+        return ["--sysroot", str(self.sysroot), "--runtime-dir", str(self.runtime), "--fake-kexec"]
+
     def start(self, timeout=10):
         notify_path = self.dir / "notify"
         if notify_path.exists():
@@ -79,10 +85,8 @@ class Khod:
         sock.settimeout(timeout)
         env = dict(self.bus.env, NOTIFY_SOCKET=str(notify_path), SYSTEMD_LOG_TARGET="console")
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(self.builddir / "src/khod/khod"), "--sysroot", str(self.sysroot),
-                 "--runtime-dir", str(self.runtime), "--fake-kexec"],
-                env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([str(self.builddir / "src/khod/khod"), *self.arguments()],
+                                         env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -126,3 +130,24 @@ class Khod:
 
     def write(self, rel, text):
         (self.sysroot / rel).write_text(text)
+
+
+class KhodBusTest(unittest.TestCase):
+    """One private bus per test class; each test starts its own khod as self.khod."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.bus = PrivateBus()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.bus.close()
+
+    def khoctl_json(self, *args):
+        """Runs `khoctl --json ARGS`; returns (exit status, parsed JSON), failing the test on no JSON."""
+        r = self.khod.khoctl("--json", *args)
+        try:
+            doc = json.loads(r.stdout)
+        except json.JSONDecodeError:
+            self.fail(f"khoctl {' '.join(args)} printed no JSON (rc {r.returncode}): {r.stdout!r} {r.stderr!r}")
+        return r.returncode, doc

@@ -14,23 +14,15 @@ import subprocess
 import unittest
 from pathlib import Path
 
-from khodbus import FIXTURES, REPO, Khod, PrivateBus
+from khodbus import FIXTURES, REPO, Khod, KhodBusTest, PrivateBus
 
 BUILDDIR = Path(os.environ.get("KHOD_BUILDDIR", REPO / "build"))
 KERNEL = Path(os.environ.get("KHOD_VM_KERNEL", REPO.parent / "shared" / "vm" / "bzImage"))
 LOADED = "sys/kernel/kexec/loaded"
 
 
-class HandoverBusTest(unittest.TestCase):
+class HandoverBusTest(KhodBusTest):
     fixture = "vm-7.2-kho"
-
-    @classmethod
-    def setUpClass(cls):
-        cls.bus = PrivateBus()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.bus.close()
 
     def setUp(self):
         self.assertTrue(KERNEL.is_file(), f"{KERNEL} missing: the tests need ../shared/vm/bzImage")
@@ -41,12 +33,7 @@ class HandoverBusTest(unittest.TestCase):
         self.khod.close()
 
     def ctl(self, *args):
-        r = self.khod.khoctl("--json", *args)
-        try:
-            doc = json.loads(r.stdout)
-        except json.JSONDecodeError:
-            self.fail(f"khoctl {' '.join(args)} printed no JSON (rc {r.returncode}): {r.stdout!r} {r.stderr!r}")
-        return r.returncode, doc
+        return self.khoctl_json(*args)
 
     def prepare(self):
         rc, doc = self.ctl("prepare", "--kernel", str(KERNEL), "--append", "console=ttyS0 kho=on")

@@ -24,7 +24,7 @@ import time
 import unittest
 from pathlib import Path
 
-from khodbus import FIXTURES, REPO, Khod, PrivateBus
+from khodbus import REPO, Khod, KhodBusTest
 
 BUILDDIR = Path(os.environ.get("KHOD_BUILDDIR", REPO / "build"))
 KERNEL = Path(os.environ.get("KHOD_VM_KERNEL", REPO.parent / "shared" / "vm" / "bzImage"))
@@ -47,30 +47,8 @@ class KdumpKhod(Khod):
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(conf)
 
-    def start(self, timeout=10):
-        notify_path = self.dir / "notify"
-        if notify_path.exists():
-            notify_path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(notify_path))
-        sock.settimeout(timeout)
-        env = dict(self.bus.env, NOTIFY_SOCKET=str(notify_path))
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(self.builddir / "src/khod/khod"), "--sysroot", str(self.sysroot),
-                 "--runtime-dir", str(self.runtime), "--fake-kexec", "--uevent-socket", str(self.uevents)],
-                env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if "READY=1" in sock.recv(4096).decode().split("\n"):
-                    return
-            raise TimeoutError
-        except (TimeoutError, socket.timeout):
-            self.proc.kill()
-            raise RuntimeError(f"khod did not signal READY=1; log:\n{self.log.read_text()}") from None
-        finally:
-            sock.close()
+    def arguments(self):
+        return super().arguments() + ["--uevent-socket", str(self.uevents)]
 
     def send_events(self, events):
         """events: (action, subsystem, devpath, seqnum) tuples, sent as the kernel formats them."""
@@ -94,18 +72,10 @@ def storm(n, first_seq=10000):
     return out
 
 
-class KdumpBusTest(unittest.TestCase):
+class KdumpBusTest(KhodBusTest):
     fixture = "kdump-7.2-load"
     conf = None
     files = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.bus = PrivateBus()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.bus.close()
 
     def setUp(self):
         self.assertTrue(KERNEL.is_file(), f"{KERNEL} missing: the tests need ../shared/vm/bzImage")
@@ -121,12 +91,7 @@ class KdumpBusTest(unittest.TestCase):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def ctl(self, *args):
-        r = self.khod.khoctl("--json", "--sysroot", str(self.khod.sysroot), "kdump", *args)
-        try:
-            doc = json.loads(r.stdout)
-        except json.JSONDecodeError:
-            self.fail(f"khoctl kdump {' '.join(args)} printed no JSON (rc {r.returncode}): {r.stdout!r} {r.stderr!r}")
-        return r.returncode, doc
+        return self.khoctl_json("--sysroot", str(self.khod.sysroot), "kdump", *args)
 
     def status(self):
         rc, doc = self.ctl("status")
