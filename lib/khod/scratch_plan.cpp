@@ -223,38 +223,43 @@ ScratchParam parse_scratch_param(const Cmdline& cmdline, const ScratchRules& rul
 // ---------------------------------------------------------------------------
 // R
 
-std::uint64_t ReservedEstimate::total() const {
+namespace {
+
+// The sum of one field over the parts that `take` accepts.
+template <class Take>
+std::uint64_t sum_parts(const std::vector<ReservedPart>& parts, std::uint64_t ReservedPart::*field,
+                        Take take) {
     std::uint64_t t = 0;
-    for (const auto& p : parts) t += p.bytes;
+    for (const auto& p : parts)
+        if (take(p)) t += p.*field;
     return t;
+}
+
+bool any_part(const ReservedPart& /*part*/) {
+    return true;
+}
+
+}  // namespace
+
+std::uint64_t ReservedEstimate::total() const {
+    return sum_parts(parts, &ReservedPart::bytes, any_part);
 }
 std::uint64_t ReservedEstimate::low() const {
-    std::uint64_t t = 0;
-    for (const auto& p : parts) t += p.below_4g;
-    return t;
+    return sum_parts(parts, &ReservedPart::below_4g, any_part);
 }
 std::uint64_t ReservedEstimate::uncertainty() const {
-    std::uint64_t t = 0;
-    for (const auto& p : parts) t += p.uncertainty;
-    return t;
+    return sum_parts(parts, &ReservedPart::uncertainty, any_part);
 }
 std::uint64_t ReservedEstimate::low_uncertainty() const {
-    std::uint64_t t = 0;
-    for (const auto& p : parts)
-        if (p.below_4g) t += p.uncertainty;
-    return t;
+    return sum_parts(parts, &ReservedPart::uncertainty,
+                     [](const ReservedPart& p) { return p.below_4g != 0; });
 }
 std::uint64_t ReservedEstimate::node_total(unsigned node) const {
-    std::uint64_t t = 0;
-    for (const auto& p : parts)
-        if (p.node == node) t += p.bytes;
-    return t;
+    return sum_parts(parts, &ReservedPart::bytes, [node](const ReservedPart& p) { return p.node == node; });
 }
 std::uint64_t ReservedEstimate::node_uncertainty(unsigned node) const {
-    std::uint64_t t = 0;
-    for (const auto& p : parts)
-        if (p.node == node) t += p.uncertainty;
-    return t;
+    return sum_parts(parts, &ReservedPart::uncertainty,
+                     [node](const ReservedPart& p) { return p.node == node; });
 }
 
 namespace {
