@@ -13,15 +13,15 @@ T load(std::string_view blob, std::size_t offset) {
     return v;
 }
 
-}  // namespace
-
-std::string escape_bytes(std::string_view bytes) {
+// Printable ASCII as is, every other byte as \xNN; backslash too when the
+// result must read back unambiguously.
+std::string escape_nonprintable(std::string_view bytes, bool escape_backslash) {
     static const char digits[] = "0123456789abcdef";
     std::string out;
     out.reserve(bytes.size());
     for (char ch : bytes) {
         auto c = static_cast<unsigned char>(ch);
-        if (c >= 0x20 && c < 0x7f && c != '\\') {
+        if (c >= 0x20 && c < 0x7f && !(escape_backslash && c == '\\')) {
             out += ch;
         } else {
             out += "\\x";
@@ -32,21 +32,14 @@ std::string escape_bytes(std::string_view bytes) {
     return out;
 }
 
+}  // namespace
+
+std::string escape_bytes(std::string_view bytes) {
+    return escape_nonprintable(bytes, true);
+}
+
 std::string printable(std::string_view text) {
-    static const char digits[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(text.size());
-    for (char ch : text) {
-        auto c = static_cast<unsigned char>(ch);
-        if (c >= 0x20 && c < 0x7f) {
-            out += ch;
-        } else {
-            out += "\\x";
-            out += digits[c >> 4];
-            out += digits[c & 0xf];
-        }
-    }
-    return out;
+    return escape_nonprintable(text, false);
 }
 
 std::string hex_bytes(std::string_view bytes, std::size_t limit) {

@@ -10,6 +10,7 @@
 
 #include "khod/debugfs.hpp"
 #include "khod/kho_fdt.hpp"
+#include "khod/kho_records.hpp"
 #include "tree.hpp"
 
 using namespace khod;
@@ -784,4 +785,13 @@ TEST(KhoFdtCrafted, RootEntriesAndFilesThatDisagree) {
     EXPECT_EQ(j["kexec_metadata"]["previous_release"], "7.1.0");
     EXPECT_EQ(j["subtrees"]["gone"]["format"], "missing");
     EXPECT_EQ(j["subtrees"]["extra"]["in_root"], false);
+}
+
+TEST(KhoText, EscapeBytesEscapesBackslashSoTheResultReadsBackOneWay) {
+    EXPECT_EQ(khod::escape_bytes(std::string_view("a\\b\x01\xff", 5)), "a\\x5cb\\x01\\xff");
+}
+
+TEST(KhoText, PrintableKeepsBackslashSoEscapedTextIsLeftAlone) {
+    EXPECT_EQ(khod::printable(std::string_view("a\\x01\x7f", 6)), "a\\x01\\x7f");
+    EXPECT_EQ(khod::printable(khod::printable("p\x02")), khod::printable("p\x02"));
 }
