@@ -264,6 +264,17 @@ std::uint64_t ReservedEstimate::node_uncertainty(unsigned node) const {
 
 namespace {
 
+// One "does it fit" line: `need` bytes against `have`.
+FitCheck capacity_check(std::string what, std::uint64_t need, std::uint64_t have, std::string detail) {
+    FitCheck f;
+    f.what = std::move(what);
+    f.need = need;
+    f.have = have;
+    f.ok = need <= have;
+    f.detail = std::move(detail);
+    return f;
+}
+
 struct Layout {
     const ScratchInputs& in;
     std::uint64_t ram_top = 0;    // end of the highest System RAM range
@@ -1210,16 +1221,13 @@ Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptio
         if (p.low_only) need_low += p.bytes;
         if (p.node) need_node[*p.node] += p.bytes;
         if (p.contiguous) {
-            FitCheck f;
-            f.what =
-                p.name + " (" + human_size(p.bytes) + ") in one area" + (p.low_only ? " below 4 GiB" : "");
-            f.need = p.bytes;
-            f.have = p.low_only ? largest_low : largest_any;
-            f.ok = f.need <= f.have;
-            f.detail =
+            const std::uint64_t room = p.low_only ? largest_low : largest_any;
+            FitCheck f = capacity_check(
+                p.name + " (" + human_size(p.bytes) + ") in one area" + (p.low_only ? " below 4 GiB" : ""),
+                p.bytes, room,
                 "memblock allocates it in one piece, and on a KHO boot only from scratch; the largest free "
                 "room in " +
-                against + (p.low_only ? " below 4 GiB" : "") + " is " + human_size(f.have);
+                    against + (p.low_only ? " below 4 GiB" : "") + " is " + human_size(room));
             if (p.name.rfind("crash", 0) == 0)
                 f.detail += "; without it the next kernel boots with no crash kernel (crash_size 0)";
             else if (p.name.rfind("swiotlb", 0) == 0)
@@ -1228,36 +1236,20 @@ Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptio
             plan.fits.push_back(f);
         }
     }
-    {
-        FitCheck f;
-        f.what = "early allocations below 4 GiB";
-        f.need = need_low;
-        f.have = free_low;
-        f.ok = f.need <= f.have;
-        f.detail = "swiotlb, the real-mode trampoline and a low crash kernel need scratch below 4 GiB";
-        plan.fits.push_back(f);
-    }
+    plan.fits.push_back(
+        capacity_check("early allocations below 4 GiB", need_low, free_low,
+                       "swiotlb, the real-mode trampoline and a low crash kernel need scratch below 4 GiB"));
     for (const auto& [node, need] : need_node) {
-        FitCheck f;
-        f.what = "node " + std::to_string(node) + " early allocations";
-        f.need = need;
-        f.have = free_node.count(node) ? free_node[node] : 0;
-        f.ok = f.need <= f.have;
+        FitCheck f = capacity_check(
+            "node " + std::to_string(node) + " early allocations", need,
+            free_node.count(node) ? free_node[node] : 0,
+            "memmap and percpu ask for their node; what does not fit there falls back to the other areas");
         f.fatal = false;
-        f.detail =
-            "memmap and percpu ask for their node; what does not fit there falls back to the other areas";
         plan.fits.push_back(f);
     }
-    {
-        FitCheck f;
-        f.what = "all early allocations";
-        f.need = need_all;
-        f.have = free_total;
-        f.ok = f.need <= f.have;
-        f.detail =
-            "until the buddy allocator runs, a KHO boot allocates only from scratch (after the images)";
-        plan.fits.push_back(f);
-    }
+    plan.fits.push_back(capacity_check(
+        "all early allocations", need_all, free_total,
+        "until the buddy allocator runs, a KHO boot allocates only from scratch (after the images)"));
     for (const auto& f : plan.fits)
         if (!f.ok && f.fatal) plan.fits_ok = false;
 
