@@ -163,7 +163,7 @@ def make_module(events: int, baseline: int):
     mod.DESCRIPTION = "per-event kdump reloads vs khod under a hotplug storm"
     mod.APPEND = "crashkernel=256M loglevel=4 log_buf_len=8M"
     mod.BINARIES = ["khoctl", "khod"]
-    mod.HOST_BINARIES = ["/usr/sbin/kexec", "/usr/bin/dbus-daemon", "/usr/bin/busctl"]
+    mod.HOST_BINARIES = vmtest.KHOD_BUS_HOST_BINARIES + ["/usr/sbin/kexec"]
     mod.INCLUDE_BOOT = True
     mod.BOOTS = 1
     conf = Path(tempfile.mkdtemp(prefix="khod-bench-conf-"))
@@ -171,9 +171,7 @@ def make_module(events: int, baseline: int):
         f"[Kdump]\nKernel=/boot/bzImage\nInitrd=/tmp/crash.gz\nCommandLine={CRASH_APPEND}\n")
     (conf / "hook.sh").write_text(HOOK)
     mod.FILES = {
-        str(REPO / "tests/vm/files/dbus-system.conf"): "/etc/khod-vm/dbus-system.conf",
-        str(REPO / "tests/vm/guest-khod.sh"): "/etc/khod-vm/guest-khod.sh",
-        str(REPO / "src/khod/dbus/org.kexec.khod1.conf"): "/usr/share/dbus-1/system.d/org.kexec.khod1.conf",
+        **vmtest.KHOD_BUS_FILES,
         str(conf / "khod.conf"): "/etc/khod/khod.conf",
         str(conf / "hook.sh"): "/bench-hook.sh",
     }

@@ -82,14 +82,10 @@ def make_module(rounds: int):
     # global area must hold it, or kexec_file_load fails with EADDRNOTAVAIL.
     mod.APPEND = "kho=on kho_scratch=16M,192M,32M"
     mod.BINARIES = ["khoctl", "khod"]
-    mod.HOST_BINARIES = ["/usr/sbin/kexec", "/usr/bin/dbus-daemon", "/usr/bin/busctl"]
+    mod.HOST_BINARIES = vmtest.KHOD_BUS_HOST_BINARIES + ["/usr/sbin/kexec"]
     mod.INCLUDE_BOOT = True
     mod.BOOTS = 2 * rounds + 1
-    mod.FILES = {
-        str(REPO / "tests/vm/files/dbus-system.conf"): "/etc/khod-vm/dbus-system.conf",
-        str(REPO / "tests/vm/guest-khod.sh"): "/etc/khod-vm/guest-khod.sh",
-        str(REPO / "src/khod/dbus/org.kexec.khod1.conf"): "/usr/share/dbus-1/system.d/org.kexec.khod1.conf",
-    }
+    mod.FILES = dict(vmtest.KHOD_BUS_FILES)
     mod.GUEST_SCRIPT = f"ROUNDS={rounds}\n" + GUEST_SCRIPT
     mod.results = {}
 

@@ -42,6 +42,15 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SCENARIO_DIR = HERE / "scenarios"
 
+#: What a guest needs to run khod on its own system bus (start_khod in
+#: guest-khod.sh): the bus daemon, busctl, the bus config and khod's policy.
+KHOD_BUS_HOST_BINARIES = ["/usr/bin/dbus-daemon", "/usr/bin/busctl"]
+KHOD_BUS_FILES = {
+    str(HERE / "files/dbus-system.conf"): "/etc/khod-vm/dbus-system.conf",
+    str(HERE / "guest-khod.sh"): "/etc/khod-vm/guest-khod.sh",
+    str(REPO / "src/khod/dbus/org.kexec.khod1.conf"): "/usr/share/dbus-1/system.d/org.kexec.khod1.conf",
+}
+
 #: Every line the guest infrastructure prints for the host looks like this.
 MARKER_PREFIX = "KHOD-VM:"
 MARKER_RE = re.compile(r"KHOD-VM: (\S+)(?: (.*?))?\s*$")
@@ -223,6 +232,21 @@ GUEST_VM_MARKER = r"""#!/bin/sh
 # vm-marker <word> [payload...]: print a marker line for the host.
 w=$1; shift
 echo "KHOD-VM: $w $*"
+"""
+
+GUEST_VM_KEXEC_SELF = r"""#!/bin/sh
+# vm-kexec-self STAGE: kexec_file_load this boot's kernel and initramfs (/boot,
+# scenario INCLUDE_BOOT) with the same command line plus khod.stage=STAGE, and
+# boot it. Returns only on failure.
+if [ ! -f /boot/bzImage ] || [ ! -f /boot/initrd.gz ]; then
+    echo "vm-kexec-self: no /boot in this initramfs (scenario INCLUDE_BOOT is off)" >&2
+    exit 1
+fi
+kexec -s -l /boot/bzImage --initrd=/boot/initrd.gz --append="$(cat /proc/cmdline) khod.stage=$1" || exit 1
+vm-marker kexec
+kexec -e
+echo "kexec -e returned"
+exit 1
 """
 
 GUEST_VM_SELF_INITRD = r"""#!/bin/sh
@@ -1031,6 +1055,7 @@ def make_initramfs(*, kernel: Path, workdir: Path, guest_script: str,
     ir.add_data("/usr/bin/vm-put", GUEST_VM_PUT, 0o755)
     ir.add_data("/usr/bin/vm-marker", GUEST_VM_MARKER, 0o755)
     ir.add_data("/usr/bin/vm-self-initrd", GUEST_VM_SELF_INITRD, 0o755)
+    ir.add_data("/usr/bin/vm-kexec-self", GUEST_VM_KEXEC_SELF, 0o755)
     out = workdir / "initrd.gz"
     base = ir.build(workdir / "initramfs", out)
     if include_boot:
@@ -1353,12 +1378,7 @@ echo "KHOD-VM: captured $(find . -type f | wc -l) files, $(find . -type l | wc -
 # runs in the second kernel, so kho/in exists there.
 CAPTURE_KEXEC_PREFIX = r"""
 if [ "$1" = 1 ]; then
-    [ -f /boot/bzImage ] && [ -f /boot/initrd.gz ] || { echo "no /boot in initramfs"; exit 1; }
-    kexec -s -l /boot/bzImage --initrd=/boot/initrd.gz \
-        --append="$(cat /proc/cmdline) khod.stage=2" || exit 1
-    vm-marker kexec
-    kexec -e
-    echo "kexec -e returned"
+    vm-kexec-self 2
     exit 1
 fi
 """

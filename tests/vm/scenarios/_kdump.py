@@ -21,7 +21,7 @@ program headers the host parses, and the file's size.
 
 import struct
 
-from vmtest import REPO, CheckFailed, dig, expect, expect_eq
+from vmtest import CheckFailed, KHOD_BUS_FILES, KHOD_BUS_HOST_BINARIES, dig, expect, expect_eq
 
 CRASH_APPEND = "console=ttyS0 panic=-1 khod.stage=crash irqpoll nr_cpus=1 reset_devices"
 DIMM_SIZE = 1 << 30
@@ -29,14 +29,10 @@ CPU_CYCLES = 10
 
 APPEND = "crashkernel=256M"
 BINARIES = ["khoctl", "khod"]
-HOST_BINARIES = ["/usr/bin/dbus-daemon", "/usr/bin/busctl", "/usr/sbin/kexec"]
+HOST_BINARIES = KHOD_BUS_HOST_BINARIES + ["/usr/sbin/kexec"]
 INCLUDE_BOOT = True
 BOOTS = 2
-FILES = {
-    str(REPO / "tests/vm/files/dbus-system.conf"): "/etc/khod-vm/dbus-system.conf",
-    str(REPO / "tests/vm/guest-khod.sh"): "/etc/khod-vm/guest-khod.sh",
-    str(REPO / "src/khod/dbus/org.kexec.khod1.conf"): "/usr/share/dbus-1/system.d/org.kexec.khod1.conf",
-}
+FILES = dict(KHOD_BUS_FILES)
 
 # $LOAD_CRASH_KERNEL is each scenario's way of having a crash kernel loaded
 # with khod running.

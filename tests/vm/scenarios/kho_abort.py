@@ -2,18 +2,14 @@
 kexec_file_load staged is unloaded again (/sys/kernel/kexec/loaded 1 -> 0)
 and khod is idle, with nothing recorded."""
 
-from vmtest import REPO, dig, expect_eq
+from vmtest import KHOD_BUS_FILES, KHOD_BUS_HOST_BINARIES, dig, expect_eq
 
 DESCRIPTION = "khoctl prepare/finalize/abort: the staged image is unloaded and khod is idle"
 APPEND = "kho=on kho_scratch=16M,64M,32M"
 BINARIES = ["khoctl", "khod"]
-HOST_BINARIES = ["/usr/bin/dbus-daemon", "/usr/bin/busctl"]
+HOST_BINARIES = KHOD_BUS_HOST_BINARIES
 INCLUDE_BOOT = True
-FILES = {
-    str(REPO / "tests/vm/files/dbus-system.conf"): "/etc/khod-vm/dbus-system.conf",
-    str(REPO / "tests/vm/guest-khod.sh"): "/etc/khod-vm/guest-khod.sh",
-    str(REPO / "src/khod/dbus/org.kexec.khod1.conf"): "/usr/share/dbus-1/system.d/org.kexec.khod1.conf",
-}
+FILES = dict(KHOD_BUS_FILES)
 
 GUEST_SCRIPT = r'''
 . /etc/khod-vm/guest-khod.sh

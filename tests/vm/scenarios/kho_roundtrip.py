@@ -10,19 +10,15 @@ kernel must print TEST_KEXEC_HANDOVER's "KHO restore succeeded", and in it
 release and kexec count 1.
 """
 
-from vmtest import REPO, dig, expect, expect_eq
+from vmtest import KHOD_BUS_FILES, KHOD_BUS_HOST_BINARIES, dig, expect, expect_eq
 
 DESCRIPTION = "khoctl prepare/finalize/exec through khod; the 2nd kernel restores KHO state"
 APPEND = "kho=on kho_scratch=16M,64M,32M liveupdate=on"
 BINARIES = ["khoctl", "khod"]
-HOST_BINARIES = ["/usr/bin/dbus-daemon", "/usr/bin/busctl"]
+HOST_BINARIES = KHOD_BUS_HOST_BINARIES
 INCLUDE_BOOT = True
 BOOTS = 2
-FILES = {
-    str(REPO / "tests/vm/files/dbus-system.conf"): "/etc/khod-vm/dbus-system.conf",
-    str(REPO / "tests/vm/guest-khod.sh"): "/etc/khod-vm/guest-khod.sh",
-    str(REPO / "src/khod/dbus/org.kexec.khod1.conf"): "/usr/share/dbus-1/system.d/org.kexec.khod1.conf",
-}
+FILES = dict(KHOD_BUS_FILES)
 
 GUEST_SCRIPT = r'''
 . /etc/khod-vm/guest-khod.sh

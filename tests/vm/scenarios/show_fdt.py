@@ -48,11 +48,7 @@ if [ "$stage" = 1 ]; then
         [ -f "$f" ] && vm-put "$f" "raw-out-$(basename "$f")"
     done
     ls $dbg/kho/out/sub_fdts > /tmp/out-names; vm-put /tmp/out-names out-names
-    kexec -s -l /boot/bzImage --initrd=/boot/initrd.gz \
-        --append="$(cat /proc/cmdline) khod.stage=2" || exit 1
-    vm-marker kexec
-    kexec -e
-    echo "kexec -e returned"
+    vm-kexec-self 2
     exit 1
 fi
 run in-2.json show fdt in --json

@@ -36,12 +36,7 @@ if [ "$stage" = 1 ]; then
     done
     vm-marker memtotal-kb "$before $after"
 
-    [ -f /boot/bzImage ] && [ -f /boot/initrd.gz ] || { echo "no /boot in initramfs"; exit 1; }
-    kexec -s -l /boot/bzImage --initrd=/boot/initrd.gz \
-        --append="$(cat /proc/cmdline) khod.stage=2" || exit 1
-    vm-marker kexec
-    kexec -e
-    echo "kexec -e returned"
+    vm-kexec-self 2
     exit 1
 fi
 cp /proc/cmdline /tmp/cmdline
