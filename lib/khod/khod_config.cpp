@@ -7,7 +7,7 @@
 #include <charconv>
 #include <cstring>
 
-#include "khod/probe.hpp"
+#include "khod/base/probe.hpp"
 
 namespace khod {
 

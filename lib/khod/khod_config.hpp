@@ -8,10 +8,10 @@
 #include <string_view>
 #include <vector>
 
-#include "khod/kdump_coalescer.hpp"
-#include "khod/kdump_recipe.hpp"
-#include "khod/result.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/result.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kdump/kdump_coalescer.hpp"
+#include "khod/kdump/kdump_recipe.hpp"
 
 namespace khod {
 

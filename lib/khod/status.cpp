@@ -2,7 +2,7 @@
 
 #include <cstdio>
 
-#include "khod/units.hpp"
+#include "khod/base/units.hpp"
 
 namespace khod {
 

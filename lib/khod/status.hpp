@@ -4,11 +4,11 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "khod/kexec_state.hpp"
-#include "khod/kho.hpp"
-#include "khod/liveupdate.hpp"
-#include "khod/probe.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/probe.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kexec/kexec_state.hpp"
+#include "khod/kho/kho.hpp"
+#include "khod/luo/liveupdate.hpp"
 
 namespace khod {
 

@@ -2,9 +2,9 @@
 #include <cstdio>
 #include <sstream>
 
+#include "khod/base/text_table.hpp"
+#include "khod/base/units.hpp"
 #include "khod/status.hpp"
-#include "khod/text_table.hpp"
-#include "khod/units.hpp"
 
 namespace khod {
 

@@ -4,8 +4,8 @@
 #include <memory>
 
 #include "commands.hpp"
-#include "khod/preflight.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kho/preflight.hpp"
 
 namespace khoctl {
 

@@ -8,7 +8,7 @@
 
 #include "bus_client.hpp"
 #include "commands.hpp"
-#include "khod/kdump_state.hpp"
+#include "khod/kdump/kdump_state.hpp"
 
 namespace khoctl {
 

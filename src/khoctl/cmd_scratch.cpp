@@ -3,10 +3,10 @@
 #include <memory>
 
 #include "commands.hpp"
-#include "khod/debugfs.hpp"
-#include "khod/kho.hpp"
-#include "khod/scratch_plan.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/debugfs.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kho/kho.hpp"
+#include "khod/scratch/scratch_plan.hpp"
 
 namespace khoctl {
 

@@ -5,9 +5,9 @@
 #include <string>
 
 #include "commands.hpp"
-#include "khod/debugfs.hpp"
-#include "khod/kho_fdt.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/debugfs.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kho/kho_fdt.hpp"
 
 namespace khoctl {
 

@@ -2,8 +2,8 @@
 #include <memory>
 
 #include "commands.hpp"
+#include "khod/base/sysroot.hpp"
 #include "khod/status.hpp"
-#include "khod/sysroot.hpp"
 
 namespace khoctl {
 

@@ -6,7 +6,7 @@
 #include <systemd/sd-event.h>
 
 #include "bus_object.hpp"
-#include "khod/handover.hpp"
+#include "khod/kho/handover.hpp"
 #include "sd_ptr.hpp"
 
 namespace khod {

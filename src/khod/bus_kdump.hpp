@@ -7,7 +7,7 @@
 #include <functional>
 #include <string>
 
-#include "khod/kdump.hpp"
+#include "khod/kdump/kdump.hpp"
 #include "sd_ptr.hpp"
 
 namespace khod {

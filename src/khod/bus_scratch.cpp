@@ -3,7 +3,7 @@
 #include <string>
 
 #include "bus_object.hpp"
-#include "khod/scratch_plan.hpp"
+#include "khod/scratch/scratch_plan.hpp"
 #include "log.hpp"
 
 namespace khod {

@@ -4,7 +4,7 @@
 
 #include <systemd/sd-bus.h>
 
-#include "khod/sysroot.hpp"
+#include "khod/base/sysroot.hpp"
 #include "sd_ptr.hpp"
 
 namespace khod {

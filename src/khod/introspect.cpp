@@ -8,7 +8,7 @@
 #include "bus_handover.hpp"
 #include "bus_kdump.hpp"
 #include "bus_scratch.hpp"
-#include "khod/fd.hpp"
+#include "khod/base/fd.hpp"
 #include "sd_ptr.hpp"
 
 namespace khod {

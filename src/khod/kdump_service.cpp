@@ -3,20 +3,17 @@
 #include <cstring>
 #include <fstream>
 
-#include "khod/fake_kdump.hpp"
 #include "khod/khod_config.hpp"
 #include "log.hpp"
 
 namespace khod {
 
-KdumpService::KdumpService(const Sysroot& root, bool fake, std::filesystem::path runtime_dir,
-                           std::string test_socket)
-    : root_(root), runtime_dir_(std::move(runtime_dir)), test_socket_(std::move(test_socket)) {
-    if (fake)
-        backend_ = std::make_unique<FakeKdumpBackend>(root);
-    else
-        backend_ = std::make_unique<SystemKdumpBackend>(root);
-}
+KdumpService::KdumpService(const Sysroot& root, std::unique_ptr<KdumpBackend> backend,
+                           std::filesystem::path runtime_dir, std::string test_socket)
+    : root_(root),
+      runtime_dir_(std::move(runtime_dir)),
+      test_socket_(std::move(test_socket)),
+      backend_(std::move(backend)) {}
 
 KdumpService::~KdumpService() {
     if (marker_) {

@@ -1,5 +1,5 @@
 // khod's kdump side, wired together: khod.conf and the recipe, the
-// khod::Kdump state machine with the real or fake backend, the hotplug event
+// khod::Kdump state machine with the backend make_backends() chose, the hotplug event
 // source, one sd-event timer armed at the state machine's deadline (never a
 // periodic one), and org.kexec.khod1.Kdump on the bus.
 #pragma once
@@ -12,17 +12,18 @@
 #include <string>
 
 #include "bus_kdump.hpp"
-#include "khod/kdump.hpp"
+#include "khod/kdump/kdump.hpp"
 #include "sd_ptr.hpp"
-#include "system_kdump.hpp"
+#include "system_kdump.hpp"  // MonotonicClock
 #include "uevent_source.hpp"
 
 namespace khod {
 
 class KdumpService {
 public:
-    // fake: the fixture-tree backend (--fake-kexec). test_socket: --uevent-socket.
-    KdumpService(const Sysroot& root, bool fake, std::filesystem::path runtime_dir, std::string test_socket);
+    // backend: from make_backends(). test_socket: --uevent-socket.
+    KdumpService(const Sysroot& root, std::unique_ptr<KdumpBackend> backend,
+                 std::filesystem::path runtime_dir, std::string test_socket);
     ~KdumpService();
     KdumpService(const KdumpService&) = delete;
     KdumpService& operator=(const KdumpService&) = delete;

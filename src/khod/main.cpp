@@ -16,18 +16,17 @@
 #include <memory>
 #include <string>
 
+#include "backends.hpp"
 #include "bus_handover.hpp"
 #include "bus_scratch.hpp"
 #include "introspect.hpp"
 #include "kdump_service.hpp"
 #include "khod-config.h"
-#include "khod/fake_kexec.hpp"
-#include "khod/handover_checks.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kho/handover_checks.hpp"
 #include "khod/status.hpp"
-#include "khod/sysroot.hpp"
 #include "log.hpp"
 #include "sd_ptr.hpp"
-#include "system_kexec.hpp"
 
 namespace {
 
@@ -71,15 +70,10 @@ int fail(const char* what, int negative_errno) {
 
 int run(const Options& options) {
     khod::Sysroot root(options.sysroot);
-    std::unique_ptr<khod::KexecBackend> backend;
-    if (options.fake_kexec) {
-        if (root.is_live()) {
-            std::cerr << "khod: --fake-kexec is for fixture sysroots only; give --sysroot\n";
-            return 1;
-        }
-        backend = std::make_unique<khod::FakeKexecBackend>(root);
-    } else {
-        backend = std::make_unique<khod::SystemKexecBackend>(root);
+    auto backends = khod::make_backends(root, options.fake_kexec);
+    if (!backends) {
+        std::cerr << "khod: " << backends.error().describe() << '\n';
+        return 1;
     }
 
     sd_event* raw_event = nullptr;
@@ -107,7 +101,7 @@ int run(const Options& options) {
         const char* env = std::getenv("RUNTIME_DIRECTORY");  // set by systemd's RuntimeDirectory=
         runtime_dir = env && *env ? env : "/run/khod";
     }
-    khod::Handover handover(root, *backend, runtime_dir, khod::standard_handover_hooks());
+    khod::Handover handover(root, *backends->kexec, runtime_dir, khod::standard_handover_hooks());
     handover.recover();
     khod::log(LOG_INFO, "handover state %s (rebuilt from the kernel and %s)",
               khod::to_string(handover.state()), handover.record_path().c_str());
@@ -120,7 +114,7 @@ int run(const Options& options) {
     if ((r = handover_object.attach()) < 0) return fail("adding org.kexec.khod1.Handover", r);
     khod::ScratchObject scratch_object(bus.get(), &root);
     if ((r = scratch_object.attach()) < 0) return fail("adding org.kexec.khod1.Scratch", r);
-    khod::KdumpService kdump(root, options.fake_kexec, runtime_dir, options.uevent_socket);
+    khod::KdumpService kdump(root, std::move(backends->kdump), runtime_dir, options.uevent_socket);
     if ((r = kdump.start(bus.get(), event.get())) < 0) return fail("adding org.kexec.khod1.Kdump", r);
     if ((r = sd_bus_attach_event(bus.get(), event.get(), SD_EVENT_PRIORITY_NORMAL)) < 0)
         return fail("attaching the bus to the event loop", r);
@@ -148,7 +142,9 @@ int main(int argc, char** argv) {
                    "Where the staged target is recorded (default $RUNTIME_DIRECTORY, else /run/khod)")
         ->type_name("DIR");
     app.add_flag("--fake-kexec", options.fake_kexec,
-                 "Tests only: simulate kexec loads in the --sysroot tree instead of making syscalls");
+                 khod::have_test_backends()
+                     ? "Tests only: simulate kexec loads in the --sysroot tree instead of making syscalls"
+                     : "Tests only; this build has no test backends and refuses it");
     app.add_option("--uevent-socket", options.uevent_socket,
                    "Tests only: read hotplug uevents (kernel format) from this datagram socket")
         ->type_name("PATH");

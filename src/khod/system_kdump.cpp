@@ -2,7 +2,7 @@
 
 #include <ctime>
 
-#include "khod/kexec_file.hpp"
+#include "khod/kexec/kexec_file.hpp"
 
 namespace khod {
 

@@ -1,9 +1,9 @@
 // The KdumpBackend that makes the real syscalls (kexec_file_load with
-// KEXEC_FILE_ON_CRASH, through lib/khod/kexec_file.hpp), and the clock khod
+// KEXEC_FILE_ON_CRASH, through lib/khod/kexec/kexec_file.hpp), and the clock khod
 // measures with.
 #pragma once
 
-#include "khod/kdump.hpp"
+#include "khod/kdump/kdump.hpp"
 
 namespace khod {
 

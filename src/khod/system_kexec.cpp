@@ -6,7 +6,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-#include "khod/kexec_file.hpp"
+#include "khod/kexec/kexec_file.hpp"
 #include "sd_ptr.hpp"
 
 namespace khod {

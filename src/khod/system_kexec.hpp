@@ -2,7 +2,7 @@
 // reboot through systemd or reboot(2).
 #pragma once
 
-#include "khod/handover.hpp"
+#include "khod/kho/handover.hpp"
 
 namespace khod {
 

@@ -12,10 +12,10 @@
 #include <memory>
 #include <string>
 
-#include "khod/fd.hpp"
-#include "khod/result.hpp"
-#include "khod/sysroot.hpp"
-#include "khod/uevent.hpp"
+#include "khod/base/fd.hpp"
+#include "khod/base/result.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kdump/uevent.hpp"
 #include "sd_ptr.hpp"
 
 struct udev;

@@ -1,9 +1,9 @@
-#include "khod/fake_kdump.hpp"
+#include "backends/fake_kdump.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "khod/fd.hpp"
+#include "khod/base/fd.hpp"
 
 namespace khod {
 

@@ -11,7 +11,7 @@
 #include <optional>
 #include <vector>
 
-#include "khod/kdump.hpp"
+#include "khod/kdump/kdump.hpp"
 
 namespace khod {
 

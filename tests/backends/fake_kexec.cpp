@@ -1,4 +1,4 @@
-#include "khod/fake_kexec.hpp"
+#include "backends/fake_kexec.hpp"
 
 namespace khod {
 

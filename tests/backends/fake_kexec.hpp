@@ -7,7 +7,7 @@
 #include <optional>
 #include <vector>
 
-#include "khod/handover.hpp"
+#include "khod/kho/handover.hpp"
 
 namespace khod {
 

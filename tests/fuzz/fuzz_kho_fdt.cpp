@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "khod/kho_fdt.hpp"
+#include "khod/kho/kho_fdt.hpp"
 
 namespace {
 

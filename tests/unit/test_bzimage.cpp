@@ -9,7 +9,7 @@
 #include <iterator>
 #include <vector>
 
-#include "khod/bzimage.hpp"
+#include "khod/kexec/bzimage.hpp"
 #include "tree.hpp"
 
 using namespace khod;

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "khod/cmdline.hpp"
+#include "khod/base/cmdline.hpp"
 
 using namespace khod;
 

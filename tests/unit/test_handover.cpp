@@ -4,8 +4,8 @@
 
 #include <fstream>
 
-#include "khod/fake_kexec.hpp"
-#include "khod/handover.hpp"
+#include "backends/fake_kexec.hpp"
+#include "khod/kho/handover.hpp"
 #include "tree.hpp"
 
 using namespace khod;

@@ -7,10 +7,10 @@
 
 #include <fstream>
 
-#include "khod/fake_kdump.hpp"
-#include "khod/kdump.hpp"
-#include "khod/kdump_coalescer.hpp"
-#include "khod/kdump_state.hpp"
+#include "backends/fake_kdump.hpp"
+#include "khod/kdump/kdump.hpp"
+#include "khod/kdump/kdump_coalescer.hpp"
+#include "khod/kdump/kdump_state.hpp"
 #include "tree.hpp"
 
 using namespace khod;

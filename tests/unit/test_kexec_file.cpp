@@ -4,7 +4,7 @@
 // (tests/vm/scenarios/preflight*.py); here only its refusal of a fixture tree.
 #include <gtest/gtest.h>
 
-#include "khod/kexec_file.hpp"
+#include "khod/kexec/kexec_file.hpp"
 #include "tree.hpp"
 
 using namespace khod;

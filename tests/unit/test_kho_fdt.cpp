@@ -8,9 +8,9 @@
 #include <fstream>
 #include <iterator>
 
-#include "khod/debugfs.hpp"
-#include "khod/kho_fdt.hpp"
-#include "khod/kho_records.hpp"
+#include "khod/base/debugfs.hpp"
+#include "khod/kho/kho_fdt.hpp"
+#include "khod/kho/kho_records.hpp"
 #include "tree.hpp"
 
 using namespace khod;

@@ -2,7 +2,7 @@
 // Debian's kdump-tools and kdumpctl's sysconfig, over temporary /etc trees.
 #include <gtest/gtest.h>
 
-#include "khod/kdump_recipe.hpp"
+#include "khod/kdump/kdump_recipe.hpp"
 #include "khod/khod_config.hpp"
 #include "tree.hpp"
 

@@ -7,7 +7,7 @@
 #include <fstream>
 #include <iterator>
 
-#include "khod/preflight.hpp"
+#include "khod/kho/preflight.hpp"
 #include "tree.hpp"
 
 using namespace khod;

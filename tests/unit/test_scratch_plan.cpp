@@ -7,7 +7,7 @@
 
 #include <algorithm>
 
-#include "khod/scratch_plan.hpp"
+#include "khod/scratch/scratch_plan.hpp"
 #include "tree.hpp"
 
 using namespace khod;

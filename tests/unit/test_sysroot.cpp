@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "khod/probe.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/probe.hpp"
+#include "khod/base/sysroot.hpp"
 #include "tree.hpp"
 
 using namespace khod;

@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "khod/uevent.hpp"
+#include "khod/kdump/uevent.hpp"
 
 using namespace khod;
 

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "khod/units.hpp"
+#include "khod/base/units.hpp"
 
 using namespace khod;
 

@@ -9,9 +9,9 @@
 #include <iostream>
 #include <string>
 
-#include "khod/debugfs.hpp"
-#include "khod/kexec_file.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/debugfs.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kexec/kexec_file.hpp"
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "khod/cmdline.hpp"
+#include "khod/base/cmdline.hpp"
 
 #include <cctype>
 

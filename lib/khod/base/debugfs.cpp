@@ -1,4 +1,4 @@
-#include "khod/debugfs.hpp"
+#include "khod/base/debugfs.hpp"
 
 #include <sys/mount.h>
 

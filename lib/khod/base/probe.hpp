@@ -7,8 +7,8 @@
 #include <optional>
 #include <string>
 
-#include "khod/result.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/result.hpp"
+#include "khod/base/sysroot.hpp"
 
 namespace khod {
 

@@ -1,4 +1,4 @@
-#include "khod/result.hpp"
+#include "khod/base/result.hpp"
 
 #include <cstring>
 

@@ -1,4 +1,4 @@
-#include "khod/sysroot.hpp"
+#include "khod/base/sysroot.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -9,7 +9,7 @@
 #include <cctype>
 #include <charconv>
 
-#include "khod/fd.hpp"
+#include "khod/base/fd.hpp"
 
 namespace khod {
 

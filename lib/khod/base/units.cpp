@@ -1,4 +1,4 @@
-#include "khod/units.hpp"
+#include "khod/base/units.hpp"
 
 #include <array>
 #include <cctype>

@@ -5,7 +5,7 @@
 #include <string>
 #include <string_view>
 
-#include "khod/result.hpp"
+#include "khod/base/result.hpp"
 
 namespace khod {
 

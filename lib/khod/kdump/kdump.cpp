@@ -1,4 +1,4 @@
-#include "khod/kdump.hpp"
+#include "khod/kdump/kdump.hpp"
 
 #include <unistd.h>
 

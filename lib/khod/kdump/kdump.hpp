@@ -33,12 +33,12 @@
 #include <string>
 #include <vector>
 
-#include "khod/kdump_coalescer.hpp"
-#include "khod/kdump_recipe.hpp"
-#include "khod/kdump_state.hpp"
-#include "khod/result.hpp"
-#include "khod/sysroot.hpp"
-#include "khod/uevent.hpp"
+#include "khod/base/result.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kdump/kdump_coalescer.hpp"
+#include "khod/kdump/kdump_recipe.hpp"
+#include "khod/kdump/kdump_state.hpp"
+#include "khod/kdump/uevent.hpp"
 
 namespace khod {
 

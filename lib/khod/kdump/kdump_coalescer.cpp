@@ -1,4 +1,4 @@
-#include "khod/kdump_coalescer.hpp"
+#include "khod/kdump/kdump_coalescer.hpp"
 
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-#include "khod/kdump_recipe.hpp"
+#include "khod/kdump/kdump_recipe.hpp"
 
 #include <cctype>
 #include <sstream>

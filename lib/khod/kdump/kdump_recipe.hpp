@@ -10,9 +10,9 @@
 #include <string_view>
 #include <vector>
 
-#include "khod/cmdline.hpp"
-#include "khod/result.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/cmdline.hpp"
+#include "khod/base/result.hpp"
+#include "khod/base/sysroot.hpp"
 
 namespace khod {
 

@@ -1,4 +1,4 @@
-#include "khod/kdump_state.hpp"
+#include "khod/kdump/kdump_state.hpp"
 
 namespace khod {
 

@@ -7,9 +7,9 @@
 #include <optional>
 #include <string>
 
-#include "khod/kexec_state.hpp"
-#include "khod/probe.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/probe.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kexec/kexec_state.hpp"
 
 namespace khod {
 

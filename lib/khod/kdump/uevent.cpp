@@ -1,4 +1,4 @@
-#include "khod/uevent.hpp"
+#include "khod/kdump/uevent.hpp"
 
 #include <charconv>
 

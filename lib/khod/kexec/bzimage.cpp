@@ -1,4 +1,4 @@
-#include "khod/bzimage.hpp"
+#include "khod/kexec/bzimage.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "khod/fd.hpp"
+#include "khod/base/fd.hpp"
 
 namespace khod {
 

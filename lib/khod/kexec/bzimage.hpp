@@ -8,7 +8,7 @@
 #include <optional>
 #include <string>
 
-#include "khod/result.hpp"
+#include "khod/base/result.hpp"
 
 namespace khod {
 

@@ -1,4 +1,4 @@
-#include "khod/kexec_file.hpp"
+#include "khod/kexec/kexec_file.hpp"
 
 #include <fcntl.h>
 #include <sys/syscall.h>
@@ -9,7 +9,7 @@
 #include <cstring>
 #include <sstream>
 
-#include "khod/fd.hpp"
+#include "khod/base/fd.hpp"
 
 namespace khod {
 

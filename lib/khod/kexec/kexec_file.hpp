@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "khod/cmdline.hpp"
-#include "khod/probe.hpp"
-#include "khod/result.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/cmdline.hpp"
+#include "khod/base/probe.hpp"
+#include "khod/base/result.hpp"
+#include "khod/base/sysroot.hpp"
 
 namespace khod {
 

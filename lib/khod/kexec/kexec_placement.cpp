@@ -1,10 +1,10 @@
-#include "khod/kexec_placement.hpp"
+#include "khod/kexec/kexec_placement.hpp"
 
 #include <algorithm>
 #include <cstdio>
 #include <limits>
 
-#include "khod/units.hpp"
+#include "khod/base/units.hpp"
 
 namespace khod {
 

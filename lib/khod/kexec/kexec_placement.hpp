@@ -22,8 +22,8 @@
 #include <string>
 #include <vector>
 
-#include "khod/bzimage.hpp"
-#include "khod/kho.hpp"
+#include "khod/kexec/bzimage.hpp"
+#include "khod/kho/kho.hpp"
 
 namespace khod {
 

@@ -1,4 +1,4 @@
-#include "khod/kexec_state.hpp"
+#include "khod/kexec/kexec_state.hpp"
 
 namespace khod {
 

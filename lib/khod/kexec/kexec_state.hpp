@@ -3,8 +3,8 @@
 
 #include <cstdint>
 
-#include "khod/probe.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/probe.hpp"
+#include "khod/base/sysroot.hpp"
 
 namespace khod {
 

@@ -1,11 +1,11 @@
-#include "khod/handover.hpp"
+#include "khod/kho/handover.hpp"
 
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <system_error>
 
-#include "khod/debugfs.hpp"
-#include "khod/kexec_state.hpp"
+#include "khod/base/debugfs.hpp"
+#include "khod/kexec/kexec_state.hpp"
 
 namespace khod {
 

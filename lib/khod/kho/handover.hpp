@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "khod/kho.hpp"
-#include "khod/result.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/result.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kho/kho.hpp"
 
 namespace khod {
 

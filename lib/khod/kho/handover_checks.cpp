@@ -1,8 +1,8 @@
-#include "khod/handover_checks.hpp"
+#include "khod/kho/handover_checks.hpp"
 
-#include "khod/debugfs.hpp"
-#include "khod/kho_fdt.hpp"
-#include "khod/preflight.hpp"
+#include "khod/base/debugfs.hpp"
+#include "khod/kho/kho_fdt.hpp"
+#include "khod/kho/preflight.hpp"
 
 namespace khod {
 

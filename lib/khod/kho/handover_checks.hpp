@@ -3,7 +3,7 @@
 // after Finalize. Glue between handover, preflight and the FDT decoder.
 #pragma once
 
-#include "khod/handover.hpp"
+#include "khod/kho/handover.hpp"
 
 namespace khod {
 

@@ -1,4 +1,4 @@
-#include "khod/kho.hpp"
+#include "khod/kho/kho.hpp"
 
 #include <sstream>
 

@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "khod/cmdline.hpp"
-#include "khod/debugfs.hpp"
-#include "khod/probe.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/cmdline.hpp"
+#include "khod/base/debugfs.hpp"
+#include "khod/base/probe.hpp"
+#include "khod/base/sysroot.hpp"
 
 namespace khod {
 

@@ -1,10 +1,10 @@
-#include "khod/kho_fdt.hpp"
+#include "khod/kho/kho_fdt.hpp"
 
 #include <algorithm>
 #include <cstring>
 #include <map>
 
-#include "khod/probe.hpp"
+#include "khod/base/probe.hpp"
 
 namespace khod {
 

@@ -24,12 +24,12 @@
 #include <string_view>
 #include <vector>
 
-#include "khod/debugfs.hpp"
-#include "khod/kho.hpp"
-#include "khod/kho_fdt_blob.hpp"
-#include "khod/kho_records.hpp"
-#include "khod/result.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/debugfs.hpp"
+#include "khod/base/result.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kho/kho.hpp"
+#include "khod/kho/kho_fdt_blob.hpp"
+#include "khod/kho/kho_records.hpp"
 
 namespace khod {
 

@@ -1,11 +1,11 @@
-#include "khod/kho_fdt_blob.hpp"
+#include "khod/kho/kho_fdt_blob.hpp"
 
 #include <libfdt.h>
 
 #include <cstdio>
 #include <cstring>
 
-#include "khod/kho_records.hpp"
+#include "khod/kho/kho_records.hpp"
 
 namespace khod {
 

@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "khod/result.hpp"
+#include "khod/base/result.hpp"
 
 namespace khod {
 

@@ -4,8 +4,8 @@
 #include <cstring>
 #include <sstream>
 
-#include "khod/kho_fdt.hpp"
-#include "khod/text_table.hpp"
+#include "khod/base/text_table.hpp"
+#include "khod/kho/kho_fdt.hpp"
 
 namespace khod {
 

@@ -1,4 +1,4 @@
-#include "khod/kho_records.hpp"
+#include "khod/kho/kho_records.hpp"
 
 #include <cstring>
 

@@ -1,4 +1,4 @@
-#include "khod/preflight.hpp"
+#include "khod/kho/preflight.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -7,9 +7,9 @@
 #include <cstdio>
 #include <sstream>
 
-#include "khod/debugfs.hpp"
-#include "khod/fd.hpp"
-#include "khod/units.hpp"
+#include "khod/base/debugfs.hpp"
+#include "khod/base/fd.hpp"
+#include "khod/base/units.hpp"
 
 namespace khod {
 

@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "khod/bzimage.hpp"
-#include "khod/kexec_file.hpp"
-#include "khod/kexec_placement.hpp"
-#include "khod/kho.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kexec/bzimage.hpp"
+#include "khod/kexec/kexec_file.hpp"
+#include "khod/kexec/kexec_placement.hpp"
+#include "khod/kho/kho.hpp"
 
 namespace khod {
 

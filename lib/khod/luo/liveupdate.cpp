@@ -1,4 +1,4 @@
-#include "khod/liveupdate.hpp"
+#include "khod/luo/liveupdate.hpp"
 
 namespace khod {
 

@@ -4,8 +4,8 @@
 #include <optional>
 #include <string>
 
-#include "khod/cmdline.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/cmdline.hpp"
+#include "khod/base/sysroot.hpp"
 
 namespace khod {
 

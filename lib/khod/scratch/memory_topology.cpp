@@ -1,4 +1,4 @@
-#include "khod/memory_topology.hpp"
+#include "khod/scratch/memory_topology.hpp"
 
 #include <algorithm>
 #include <cctype>

@@ -20,10 +20,10 @@
 #include <string>
 #include <vector>
 
-#include "khod/bzimage.hpp"
-#include "khod/kho.hpp"
-#include "khod/result.hpp"
-#include "khod/sysroot.hpp"
+#include "khod/base/result.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kexec/bzimage.hpp"
+#include "khod/kho/kho.hpp"
 
 namespace khod {
 

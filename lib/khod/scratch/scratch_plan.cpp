@@ -1,4 +1,4 @@
-#include "khod/scratch_plan.hpp"
+#include "khod/scratch/scratch_plan.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -7,8 +7,8 @@
 #include <set>
 #include <sstream>
 
-#include "khod/debugfs.hpp"
-#include "khod/units.hpp"
+#include "khod/base/debugfs.hpp"
+#include "khod/base/units.hpp"
 
 namespace khod {
 

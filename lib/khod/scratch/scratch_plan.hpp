@@ -41,11 +41,11 @@
 #include <string>
 #include <vector>
 
-#include "khod/cmdline.hpp"
-#include "khod/kexec_placement.hpp"
-#include "khod/kho.hpp"
-#include "khod/memory_topology.hpp"
-#include "khod/result.hpp"
+#include "khod/base/cmdline.hpp"
+#include "khod/base/result.hpp"
+#include "khod/kexec/kexec_placement.hpp"
+#include "khod/kho/kho.hpp"
+#include "khod/scratch/memory_topology.hpp"
 
 namespace khod {
 

@@ -1,0 +1,26 @@
+// The one place that picks khod's kernel backends: the real syscalls, or the
+// fixture-tree fakes (`--fake-kexec`) in builds configured with
+// -Dtest_backends=true. Packaged builds have no fakes to pick.
+#pragma once
+
+#include <memory>
+
+#include "khod/base/result.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kdump/kdump.hpp"
+#include "khod/kho/handover.hpp"
+
+namespace khod {
+
+struct Backends {
+    std::unique_ptr<KexecBackend> kexec;
+    std::unique_ptr<KdumpBackend> kdump;
+};
+
+// Whether this build carries the test backends.
+bool have_test_backends();
+
+// fake: the fixture-tree backends; refused on the live system and in builds without them.
+Result<Backends> make_backends(const Sysroot& root, bool fake);
+
+}  // namespace khod
