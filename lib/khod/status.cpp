@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "khod/base/hex.hpp"
 #include "khod/base/units.hpp"
 
 namespace khod {
@@ -35,12 +36,6 @@ namespace {
 
 nlohmann::json optional_json(const std::optional<std::string>& v) {
     return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
-}
-
-std::string hex(std::uint64_t v) {
-    char buf[24];
-    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-    return buf;
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "khod/base/hex.hpp"
 #include "khod/base/text_table.hpp"
 #include "khod/base/units.hpp"
 #include "khod/status.hpp"
@@ -26,12 +27,6 @@ std::string yes_no(bool v) {
 
 std::string bytes_text(std::uint64_t v) {
     return human_size(v) + " (" + std::to_string(v) + " bytes)";
-}
-
-std::string hex(std::uint64_t v) {
-    char buf[24];
-    std::snprintf(buf, sizeof buf, "0x%016llx", static_cast<unsigned long long>(v));
-    return buf;
 }
 
 }  // namespace
@@ -69,7 +64,7 @@ std::string format_status(const Status& s) {
         for (const ScratchArea& a : *scratch.value) {
             char line[160];
             std::snprintf(line, sizeof line, "    %-2u %-7s %-5s %s  %s (0x%llx)", a.index, a.kind.c_str(),
-                          a.node ? std::to_string(*a.node).c_str() : "-", hex(a.phys).c_str(),
+                          a.node ? std::to_string(*a.node).c_str() : "-", hex_padded(a.phys).c_str(),
                           human_size(a.size).c_str(), static_cast<unsigned long long>(a.size));
             t.raw(line);
         }

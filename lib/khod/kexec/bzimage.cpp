@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "khod/base/fd.hpp"
+#include "khod/base/hex.hpp"
 
 namespace khod {
 
@@ -68,12 +69,6 @@ Result<std::size_t> pread_full(int fd, unsigned char* buf, std::size_t len, std:
         done += static_cast<std::size_t>(n);
     }
     return done;
-}
-
-std::string hex(std::uint64_t v) {
-    char buf[24];
-    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-    return buf;
 }
 
 Error refused(const std::string& path, const std::string& what) {

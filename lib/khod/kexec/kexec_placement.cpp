@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <limits>
 
+#include "khod/base/hex.hpp"
 #include "khod/base/units.hpp"
 
 namespace khod {
@@ -34,12 +35,6 @@ std::uint64_t align_up(std::uint64_t x, std::uint64_t a) {
 }
 bool power_of_two(std::uint64_t a) {
     return a != 0 && (a & (a - 1)) == 0;
-}
-
-std::string hex(std::uint64_t v) {
-    char buf[24];
-    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-    return buf;
 }
 
 std::string area_name(const ScratchArea& a) {

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "khod/base/hex.hpp"
 #include "khod/base/text_table.hpp"
 #include "khod/kho/kho_fdt.hpp"
 
@@ -12,12 +13,6 @@ namespace khod {
 namespace {
 
 constexpr std::size_t text_hex_limit = 32;
-
-std::string hex(std::uint64_t v) {
-    char buf[24];
-    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-    return buf;
-}
 
 std::string spaced_hex(std::string_view bytes, std::size_t limit) {
     std::string h = hex_bytes(bytes, limit);

@@ -9,6 +9,7 @@
 
 #include "khod/base/debugfs.hpp"
 #include "khod/base/fd.hpp"
+#include "khod/base/hex.hpp"
 #include "khod/base/units.hpp"
 
 namespace khod {
@@ -20,12 +21,6 @@ constexpr std::uint64_t kKexecFileSizeMax = 4ull << 30;
 // kernel's desc_size is not exported, so the runtime map size is an estimate.
 constexpr std::uint64_t kEfiDescSizeGuess = 48;
 constexpr std::uint64_t kImaKexecHdr = 24;  // sizeof(struct ima_kexec_hdr)
-
-std::string hex(std::uint64_t v) {
-    char buf[24];
-    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-    return buf;
-}
 
 void add(PreflightReport& r, const char* name, CheckStatus status, std::string message,
          std::optional<Error> error = std::nullopt) {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "khod/base/debugfs.hpp"
+#include "khod/base/hex.hpp"
 #include "khod/base/units.hpp"
 
 namespace khod {
@@ -40,12 +41,6 @@ unsigned ilog2(std::uint64_t x) {
     unsigned l = 0;
     while (x >>= 1) ++l;
     return l;
-}
-
-std::string hex(std::uint64_t v) {
-    char buf[24];
-    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-    return buf;
 }
 
 std::string mib(std::uint64_t v) {
