@@ -4,7 +4,7 @@
 // with KEXEC_FILE_DEBUG. The rest pin single rules of kexec_file.c.
 #include <gtest/gtest.h>
 
-#include "khod/kexec/kexec_placement.hpp"
+#include "khod/kho/kexec_placement.hpp"
 
 using namespace khod;
 

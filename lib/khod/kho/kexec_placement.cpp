@@ -1,4 +1,4 @@
-#include "khod/kexec/kexec_placement.hpp"
+#include "khod/kho/kexec_placement.hpp"
 
 #include <algorithm>
 #include <cstdio>

@@ -13,7 +13,7 @@
 #include "khod/base/sysroot.hpp"
 #include "khod/kexec/bzimage.hpp"
 #include "khod/kexec/kexec_file.hpp"
-#include "khod/kexec/kexec_placement.hpp"
+#include "khod/kho/kexec_placement.hpp"
 #include "khod/kho/kho.hpp"
 
 namespace khod {

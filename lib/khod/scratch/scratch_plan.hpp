@@ -43,7 +43,7 @@
 
 #include "khod/base/cmdline.hpp"
 #include "khod/base/result.hpp"
-#include "khod/kexec/kexec_placement.hpp"
+#include "khod/kho/kexec_placement.hpp"
 #include "khod/kho/kho.hpp"
 #include "khod/scratch/memory_topology.hpp"
 
