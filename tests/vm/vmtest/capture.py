@@ -1,0 +1,253 @@
+"""`vmtest.py capture`: copy real kernel files (proc, sys, debugfs, dev) into
+a sysroot-shaped tree for the unit tests' fixtures."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+from .errors import CheckFailed, HarnessError, VMError
+from .host import find_qemu, timeout_scale
+from .kernel import require_kernel
+from .qemu import BASE_APPEND, DEFAULT_BOOT_TIMEOUT, DEFAULT_MEMORY, DEFAULT_SMP
+from .report import describe_error, log
+from .results import generic_checks
+from .runner import run_guest
+
+
+CAPTURE_SCRIPT = r"""
+# capture guest script: copies the paths listed in /capture.paths to $STAGE
+STAGE=/tmp/capture
+mkdir -p $STAGE
+: > $STAGE/DEVICES
+: > $STAGE/UNREADABLE
+mkdir -p /sys/kernel/debug
+mount -t debugfs debugfs /sys/kernel/debug || echo "KHOD-VM: note debugfs-mount-failed"
+
+unreadable() { echo "$1: $2" >> $STAGE/UNREADABLE; }
+
+# normpath P: P with '.', '..' and repeated '/' removed lexically
+normpath() {
+    local out= c
+    set -f
+    local IFS=/
+    for c in $1; do
+        case $c in ''|.) ;; ..) out=${out%/*} ;; *) out="$out/$c" ;; esac
+    done
+    set +f
+    echo "${out:-/}"
+}
+
+# follow P: while P is a symlink, recreate it in $STAGE and go to its target
+follow() {
+    local p=$1 t n=0
+    # /proc/self would name the short-lived helper process: keep it a directory
+    case $p in /proc/self|/proc/thread-self) echo "$p"; return ;; esac
+    while [ -L "$p" ] && [ $n -lt 40 ]; do
+        n=$((n + 1))
+        t=$(readlink "$p")
+        mkdir -p "$STAGE$(dirname "$p")"
+        [ -L "$STAGE$p" ] || ln -s "$t" "$STAGE$p"
+        case $t in /*) ;; *) t=$(dirname "$p")/$t ;; esac
+        p=$(resolve "$(normpath "$t")")
+    done
+    echo "$p"
+}
+
+# resolve P: P with the symlinks in its parent directories resolved; those
+# symlinks are recreated in $STAGE, so the captured tree keeps the same shape
+resolve() {
+    local p=$1 parent
+    [ "$p" = / ] && { echo /; return; }
+    parent=$(follow "$(resolve "$(dirname "$p")")")
+    if [ "$parent" = / ]; then echo "/$(basename "$p")"; else echo "$parent/$(basename "$p")"; fi
+}
+
+copy() {
+    local src=$1 dst=$STAGE$1 e rc
+    if [ -L "$src" ]; then
+        mkdir -p "$(dirname "$dst")"
+        rm -rf "$dst"
+        ln -s "$(readlink "$src")" "$dst"
+    elif [ -d "$src" ]; then
+        mkdir -p "$dst"
+        for e in "$src"/* "$src"/.[!.]* "$src"/..?*; do
+            [ -e "$e" ] || [ -L "$e" ] || continue
+            copy "$e"
+        done
+    elif [ -c "$src" ] || [ -b "$src" ]; then
+        mkdir -p "$(dirname "$dst")"
+        : > "$dst"
+        echo "$src $(printf '%d:%d' 0x$(stat -c %t "$src") 0x$(stat -c %T "$src")) $(printf '0%o' 0x$(stat -c %f "$src"))" >> $STAGE/DEVICES
+    elif [ -f "$src" ]; then
+        mkdir -p "$(dirname "$dst")"
+        # never trust st_size on sysfs/debugfs/proc: read the content
+        timeout 10 cat "$src" > "$dst" 2> /tmp/capture.err < /dev/null
+        rc=$?
+        if [ $rc -ne 0 ]; then
+            rm -f "$dst"
+            if [ $rc = 124 ] || [ $rc = 143 ]; then
+                unreadable "$src" "timed out after 10s (blocking read?)"
+            else
+                unreadable "$src" "$(head -n 1 /tmp/capture.err | sed 's/^cat: //') (exit $rc)"
+            fi
+        fi
+    else
+        unreadable "$src" "unsupported file type: $(stat -c %F "$src")"
+    fi
+}
+
+while IFS= read -r line <&3 || [ -n "$line" ]; do
+    case $line in ''|'#'*) continue ;; esac
+    found=0
+    for p in $line; do          # globs expand here
+        if [ -e "$p" ] || [ -L "$p" ]; then
+            found=1
+            case $p in
+                */) copy "$(follow "$(resolve "$(normpath "$p")")")" ;;  # trailing /: follow
+                *) copy "$(resolve "$(normpath "$p")")" ;;
+            esac
+        fi
+    done
+    [ $found = 1 ] || unreadable "$line" "No such file or directory"
+done 3< /capture.paths
+
+cd $STAGE || exit 1
+tar -cf /tmp/capture.tar . || exit 1
+vm-put /tmp/capture.tar capture.tar || exit 1
+echo "KHOD-VM: captured $(find . -type f | wc -l) files, $(find . -type l | wc -l) symlinks"
+"""
+
+# capture --kexec: stage 1 only does a KHO kexec (kexec_file_load, the same
+# kernel, initramfs and command line plus khod.stage=2); the capture proper
+# runs in the second kernel, so kho/in exists there.
+CAPTURE_KEXEC_PREFIX = r"""
+if [ "$1" = 1 ]; then
+    vm-kexec-self 2
+    exit 1
+fi
+"""
+
+
+def extract_capture(tar_bytes: bytes, out: Path) -> list[tuple[str, str]]:
+    """Unpacks the capture tar into out. Returns [(relative path, description)]."""
+    out.mkdir(parents=True, exist_ok=True)
+    real_out = os.path.realpath(out)
+    listing = []
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tf:
+        for m in tf.getmembers():
+            name = os.path.normpath(m.name.lstrip("/"))
+            if name in (".", ""):
+                continue
+            if name.startswith("..") or os.path.isabs(name):
+                raise HarnessError(f"capture tar has a bad member name: {m.name!r}")
+            dest = out / name
+            parent = os.path.realpath(dest.parent)
+            if not (parent == real_out or parent.startswith(real_out + os.sep)):
+                raise HarnessError(f"capture member {name!r} would land outside {out}")
+            if m.isdir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.is_symlink() or dest.exists():
+                if dest.is_dir() and not dest.is_symlink():
+                    shutil.rmtree(dest)
+                else:
+                    dest.unlink()
+            if m.issym():
+                os.symlink(m.linkname, dest)
+                listing.append((name, f"-> {m.linkname}"))
+            elif m.isfile():
+                data = tf.extractfile(m).read()
+                dest.write_bytes(data)
+                os.chmod(dest, 0o644)
+                listing.append((name, f"{len(data)} bytes"))
+            else:
+                listing.append((name, "skipped (not a file, directory or symlink)"))
+    return listing
+
+
+def cmd_capture(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="vmtest.py capture",
+                                 description="Boot the test kernel and copy kernel files "
+                                             "(proc/sys/debugfs/dev) into a sysroot-shaped tree.")
+    ap.add_argument("--append", default="", help="kernel command line words")
+    ap.add_argument("--paths", type=Path, required=True,
+                    help="file listing guest paths, one per line (globs ok, dirs recursive)")
+    ap.add_argument("--out", type=Path, required=True, help="output dir (becomes a sysroot)")
+    ap.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    ap.add_argument("--numa", action="append", default=[], metavar="ARG",
+                    help="a QEMU -numa argument (repeatable)")
+    ap.add_argument("--memory", default=DEFAULT_MEMORY, help=f"QEMU -m (default {DEFAULT_MEMORY})")
+    ap.add_argument("--smp", default=DEFAULT_SMP, help=f"QEMU -smp (default {DEFAULT_SMP})")
+    ap.add_argument("--kernel", type=Path, default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the work dir")
+    ap.add_argument("--boot-timeout", type=float, default=DEFAULT_BOOT_TIMEOUT)
+    ap.add_argument("--kexec", action="store_true",
+                    help="first do a KHO kexec (kexec -s -l; kexec -e) into the same kernel with "
+                         "khod.stage=2 appended, and capture in that second kernel")
+    args = ap.parse_args(argv)
+
+    if not args.paths.is_file():
+        log(f"FAIL capture: paths file not found: {args.paths}")
+        return 1
+    out = args.out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not args.force:
+            log(f"FAIL capture: {out} exists and is not empty (use --force to replace it)")
+            return 1
+        if out.is_dir() and not out.is_symlink():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
+    work = Path(tempfile.mkdtemp(prefix="khod-capture-"))
+    ok = False
+    try:
+        kernel = require_kernel(args.kernel)
+        find_qemu()
+        boots = 2 if args.kexec else 1
+        result, error, tail = run_guest(
+            name="capture", workdir=work, kernel=kernel, append=args.append,
+            guest_script=(CAPTURE_KEXEC_PREFIX if args.kexec else "") + CAPTURE_SCRIPT,
+            files={str(args.paths.resolve()): "/capture.paths"},
+            host_binaries=["/usr/sbin/kexec"] if args.kexec else (), include_boot=args.kexec,
+            memory=args.memory, smp=args.smp, numa=args.numa,
+            boot_timeout=args.boot_timeout * timeout_scale(),
+            total_timeout=args.boot_timeout * timeout_scale() * boots + 60)
+        if error is not None:
+            log(f"FAIL capture: {describe_error(error)[0]}")
+            log("    " + tail.replace("\n", "\n    "))
+            return 1
+        try:
+            generic_checks(result, boots, 0)
+            data = result.file("capture.tar")
+        except CheckFailed as e:
+            log(f"FAIL capture: {e}")
+            log("    " + tail.replace("\n", "\n    "))
+            return 1
+        listing = extract_capture(data, out)
+        how = " after a KHO kexec, in the second kernel" if args.kexec else ""
+        log(f"captured into {out}{how} (kernel command line: {BASE_APPEND} {args.append}):")
+        for name, desc in sorted(listing):
+            log(f"  {name}  {desc}")
+        for manifest in ("DEVICES", "UNREADABLE"):
+            text = (out / manifest).read_text() if (out / manifest).exists() else ""
+            lines = [l for l in text.splitlines() if l.strip()]
+            log(f"{manifest} ({len(lines)}):")
+            for l in lines:
+                log(f"  {l}")
+        ok = True
+        return 0
+    except (HarnessError, VMError) as e:
+        log(f"FAIL capture: {e}")
+        return 1
+    finally:
+        if args.keep or (not ok and any(work.iterdir())):
+            log(f"work dir kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)

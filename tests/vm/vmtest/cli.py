@@ -1,0 +1,94 @@
+"""The command line: run scenarios, list them, or capture fixtures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from .capture import cmd_capture
+from .host import SCENARIO_DIR, default_builddir
+from .report import describe_error, join_details, log
+from .runner import Outcome, discover_scenarios, load_scenario, run_scenario, scenario_name
+
+
+def cmd_run(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="vmtest.py", description="Run khod VM scenarios.")
+    ap.add_argument("--builddir", type=Path, default=default_builddir(),
+                    help="meson build dir with src/khoctl/khoctl and src/khod/khod "
+                         "(default: $KHOD_BUILDDIR or <repo>/build)")
+    ap.add_argument("--kernel", type=Path, default=None,
+                    help="bzImage (default: $KHOD_VM_KERNEL or <repo>/../shared/vm/bzImage)")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (console logs, initrds, files)")
+    ap.add_argument("--workdir", type=Path, default=None, help="where to put work files (implies --keep)")
+    ap.add_argument("--json-summary", type=Path, default=None, help="write a JSON summary here")
+    ap.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: all")
+    args = ap.parse_args(argv)
+
+    names = [scenario_name(n) for n in args.scenarios] or list(discover_scenarios())
+    if args.workdir:
+        root = args.workdir.resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        keep = True
+    else:
+        root = Path(tempfile.mkdtemp(prefix="khod-vmtest-"))
+        keep = args.keep
+    outcomes: list[Outcome] = []
+    try:
+        if not names:
+            outcomes.append(Outcome("(none)", False, 0.0, f"no scenarios in {SCENARIO_DIR}"))
+        for name in names:
+            try:
+                sc = load_scenario(name)
+            except Exception as e:           # noqa: BLE001
+                reason, details = describe_error(e)
+                out = Outcome(name, False, 0.0, reason, details)
+            else:
+                out = run_scenario(sc, kernel=args.kernel, builddir=args.builddir, root=root)
+            outcomes.append(out)
+            if out.ok:
+                log(f"PASS {out.name} ({out.seconds:.1f}s)")
+            else:
+                first, _, rest = out.reason.partition("\n")
+                log(f"FAIL {out.name}: {first}")
+                details = join_details(rest, out.details)
+                if details:
+                    log("    " + details.replace("\n", "\n    "))
+    finally:
+        if keep:
+            log(f"work dir kept: {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    passed = sum(o.ok for o in outcomes)
+    failed = len(outcomes) - passed
+    if args.json_summary:
+        summary = {"passed": passed, "failed": failed, "scenarios": [
+            {"name": o.name, "ok": o.ok, "seconds": round(o.seconds, 2), "reason": o.reason,
+             "workdir": str(o.workdir) if keep and o.workdir else None}
+            for o in outcomes]}
+        args.json_summary.write_text(json.dumps(summary, indent=2) + "\n")
+    log(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def cmd_list(argv: list[str]) -> int:
+    for name in discover_scenarios():
+        try:
+            desc = load_scenario(name).description
+        except Exception as e:                # noqa: BLE001
+            desc = f"(cannot load: {e})"
+        log(f"{name:16} {desc}")
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "capture":
+        return cmd_capture(argv[1:])
+    if argv and argv[0] == "list":
+        return cmd_list(argv[1:])
+    return cmd_run(argv)

@@ -1,0 +1,68 @@
+"""Where the harness finds things on the host: the repository, the scenarios,
+QEMU, the meson build dir and the product binaries in it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+from .errors import HarnessError
+
+
+#: tests/vm: this package is tests/vm/vmtest/.
+HERE = Path(__file__).resolve().parent.parent
+REPO = HERE.parent.parent
+SCENARIO_DIR = HERE / "scenarios"
+
+#: What a guest needs to run khod on its own system bus (start_khod in
+#: guest-khod.sh): the bus daemon, busctl, the bus config and khod's policy.
+KHOD_BUS_HOST_BINARIES = ["/usr/bin/dbus-daemon", "/usr/bin/busctl"]
+KHOD_BUS_FILES = {
+    str(HERE / "files/dbus-system.conf"): "/etc/khod-vm/dbus-system.conf",
+    str(HERE / "guest-khod.sh"): "/etc/khod-vm/guest-khod.sh",
+    str(REPO / "src/khod/dbus/org.kexec.khod1.conf"): "/usr/share/dbus-1/system.d/org.kexec.khod1.conf",
+}
+
+#: Product binaries from the meson build dir, installed as /usr/bin/<name>.
+PRODUCT_BINARIES = {
+    "khoctl": "src/khoctl/khoctl",
+    "khod": "src/khod/khod",
+    "kexec-load-probe": "tests/kexec-load-probe",  # test-only (tests/vm/kexec-load-probe.cpp)
+}
+
+
+def find_qemu() -> str:
+    qemu = os.environ.get("KHOD_VM_QEMU", "qemu-system-x86_64")
+    path = shutil.which(qemu)
+    if not path:
+        raise HarnessError(f"QEMU not found ({qemu!r} is not on PATH; run tools/setup, "
+                           "or set KHOD_VM_QEMU)")
+    return path
+
+
+def timeout_scale() -> float:
+    """KHOD_VM_TIMEOUT_SCALE stretches every VM time limit (slow CI machines)."""
+    try:
+        scale = float(os.environ.get("KHOD_VM_TIMEOUT_SCALE", "1"))
+    except ValueError:
+        raise HarnessError("KHOD_VM_TIMEOUT_SCALE must be a number") from None
+    return scale if scale > 0 else 1.0
+
+
+def default_builddir() -> Optional[Path]:
+    env = os.environ.get("KHOD_BUILDDIR")
+    return Path(env) if env else REPO / "build"
+
+
+def product_binary(builddir: Optional[Path], name: str) -> Path:
+    if name not in PRODUCT_BINARIES:
+        raise HarnessError(f"unknown product binary {name!r} (known: {', '.join(PRODUCT_BINARIES)})")
+    if builddir is None:
+        raise HarnessError(f"{name} needed but no --builddir given")
+    path = Path(builddir) / PRODUCT_BINARIES[name]
+    if not path.is_file():
+        raise HarnessError(f"{name} not built: {path} does not exist (build with meson/ninja "
+                           f"and pass the build dir as --builddir)")
+    return path
