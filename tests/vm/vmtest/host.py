@@ -15,13 +15,15 @@ from .errors import HarnessError
 HERE = Path(__file__).resolve().parent.parent
 REPO = HERE.parent.parent
 SCENARIO_DIR = HERE / "scenarios"
+#: The shell programs the harness installs in the guest.
+GUEST_DIR = HERE / "guest"
 
 #: What a guest needs to run khod on its own system bus (start_khod in
-#: guest-khod.sh): the bus daemon, busctl, the bus config and khod's policy.
+#: guest/khod.sh): the bus daemon, busctl, the bus config and khod's policy.
 KHOD_BUS_HOST_BINARIES = ["/usr/bin/dbus-daemon", "/usr/bin/busctl"]
 KHOD_BUS_FILES = {
     str(HERE / "files/dbus-system.conf"): "/etc/khod-vm/dbus-system.conf",
-    str(HERE / "guest-khod.sh"): "/etc/khod-vm/guest-khod.sh",
+    str(GUEST_DIR / "khod.sh"): "/etc/khod-vm/guest-khod.sh",
     str(REPO / "src/khod/dbus/org.kexec.khod1.conf"): "/usr/share/dbus-1/system.d/org.kexec.khod1.conf",
 }
 
@@ -40,6 +42,15 @@ def find_qemu() -> str:
         raise HarnessError(f"QEMU not found ({qemu!r} is not on PATH; run tools/setup, "
                            "or set KHOD_VM_QEMU)")
     return path
+
+
+def guest_program(name: str) -> str:
+    """The text of tests/vm/guest/<name>, a shell program for the guest."""
+    path = GUEST_DIR / name
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise HarnessError(f"guest program missing: {path} ({e.strerror})") from None
 
 
 def timeout_scale() -> float:
