@@ -17,6 +17,6 @@ def check(result):
     doc = result.json("status.json")
     truth = status.parse_truth(result.text("truth.txt"))
     try:
-        status.check_status(doc, truth, kho=False)
+        status.check_status(doc, truth, kho=False, release=result.kernel_release)
     except CheckFailed as e:
         raise CheckFailed(f"{e}\n--- khoctl status --json ---\n{result.text('status.json')}") from None

@@ -23,3 +23,36 @@ def require_kernel(path: Optional[Path]) -> Path:
         raise HarnessError(f"kernel not found: {kernel} (expected shared/vm/bzImage beside the "
                            "repo; set KHOD_VM_KERNEL or pass --kernel)")
     return kernel.resolve()
+
+
+# The x86 boot protocol (Documentation/arch/x86/boot.rst): a bzImage starts
+# with the real-mode setup code, whose header holds the magic "HdrS" and the
+# offset of a NUL-terminated version string such as
+# "7.2.13 (root@host) #1 SMP PREEMPT_DYNAMIC ..." - the same text as
+# /proc/version, and its first word is what `uname -r` says.
+SETUP_MAGIC_OFFSET = 0x202
+SETUP_MAGIC = b"HdrS"
+KERNEL_VERSION_FIELD = 0x20e   # u16, the string's offset minus 0x200
+KERNEL_VERSION_BASE = 0x200
+#: The setup code is at most (255 + 1) sectors of 512 bytes; the string is in it.
+SETUP_MAX_BYTES = 256 * 512
+VERSION_MAX_BYTES = 512
+
+
+def kernel_version(path: Path) -> str:
+    """The version string of a bzImage, read from its setup header."""
+    with open(path, "rb") as f:
+        setup = f.read(SETUP_MAX_BYTES)
+    if setup[SETUP_MAGIC_OFFSET:SETUP_MAGIC_OFFSET + 4] != SETUP_MAGIC:
+        raise HarnessError(f"{path} is not a bzImage (no HdrS setup header)")
+    field = int.from_bytes(setup[KERNEL_VERSION_FIELD:KERNEL_VERSION_FIELD + 2], "little")
+    start = KERNEL_VERSION_BASE + field
+    raw = setup[start:start + VERSION_MAX_BYTES].split(b"\0", 1)[0]
+    if field == 0 or not raw.strip():
+        raise HarnessError(f"{path}: the setup header points to no kernel version string")
+    return raw.decode("ascii", errors="replace")
+
+
+def kernel_release(path: Path) -> str:
+    """What the booted image's `uname -r` will say: the version string's first word."""
+    return kernel_version(path).split()[0]

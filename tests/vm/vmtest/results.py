@@ -126,6 +126,10 @@ class Result:
     boots: int
     qemu_status: Optional[int]
     seconds: float
+    #: The image under test and its release (from its setup header), which is
+    #: what `uname -r`, khoctl and the KHO metadata of its boots must report.
+    kernel: Path
+    kernel_release: str
 
     def tail(self, n: int = TAIL_LINES) -> str:
         return tail_lines(self.console, n)
@@ -174,6 +178,11 @@ def generic_checks(result: Result, boots: Optional[int], expect_exit: Optional[i
     if result.panics and not result.markers_of("exit", result.boots):
         raise CheckFailed(f"kernel panic in boot {result.boots}: {result.panics[-1]}")
     expect(result.markers_of("boot"), "the guest never reached /init (no 'KHOD-VM: boot' line)")
+    for m in result.markers_of("boot"):
+        booted = m.payload.split()[1:2]
+        expect(booted == [result.kernel_release],
+               f"boot {m.boot} ran {' '.join(booted) or 'an unnamed kernel'}, not the image under test "
+               f"({result.kernel}, {result.kernel_release})")
     if boots is not None:
         expect(result.boots == boots, f"expected {boots} boot(s), saw {result.boots}")
     exits = [e for e in result.exit_codes() if e[0] == result.boots]

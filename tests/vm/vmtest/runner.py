@@ -13,7 +13,7 @@ from typing import Callable, Optional
 from .errors import HarnessError
 from .host import HERE, SCENARIO_DIR, find_qemu, timeout_scale
 from .initramfs import make_initramfs
-from .kernel import require_kernel
+from .kernel import kernel_release, require_kernel
 from .qemu import DEFAULT_BOOT_TIMEOUT, DEFAULT_MEMORY, DEFAULT_SMP, VM
 from .report import describe_error, join_details, tail_lines
 from .results import Result, decode_puts, generic_checks
@@ -79,6 +79,7 @@ def run_guest(*, name: str, workdir: Path, kernel: Path, append: str, guest_scri
     returns (result, error, tail) where error is what went wrong while running."""
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    release = kernel_release(kernel)      # before booting: a file that is no bzImage fails here
     initrd = make_initramfs(kernel=kernel, workdir=workdir, guest_script=guest_script,
                             builddir=builddir, binaries=binaries, host_binaries=host_binaries,
                             files=files, include_boot=include_boot)
@@ -104,7 +105,7 @@ def run_guest(*, name: str, workdir: Path, kernel: Path, append: str, guest_scri
     result = Result(name=name, workdir=workdir, outdir=workdir / "out", console=console,
                     markers=list(vm.markers), puts=puts, put_errors=put_errors,
                     panics=list(vm.panics), boots=vm.boot, qemu_status=status,
-                    seconds=time.monotonic() - t0)
+                    seconds=time.monotonic() - t0, kernel=Path(kernel), kernel_release=release)
     tail = tail_lines(console)
     if not console.strip():
         q = vm.qemu_output().strip()
