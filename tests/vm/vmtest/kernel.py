@@ -20,8 +20,10 @@ def default_kernel() -> Path:
 def require_kernel(path: Optional[Path]) -> Path:
     kernel = Path(path) if path else default_kernel()
     if not kernel.is_file():
-        raise HarnessError(f"kernel not found: {kernel} (expected shared/vm/bzImage beside the "
-                           "repo; set KHOD_VM_KERNEL or pass --kernel)")
+        # only the default deserves a hint; a --kernel that is not there is just that
+        hint = "" if path else (" (expected shared/vm/bzImage beside the repo; set "
+                                "KHOD_VM_KERNEL or pass --kernel)")
+        raise HarnessError(f"kernel not found: {kernel}{hint}")
     return kernel.resolve()
 
 
