@@ -64,7 +64,7 @@ def extract_capture(tar_bytes: bytes, out: Path) -> list[tuple[str, str]]:
     return listing
 
 
-def cmd_capture(argv: list[str]) -> int:
+def capture_arguments(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="vmtest.py capture",
                                  description="Boot the test kernel and copy kernel files "
                                              "(proc/sys/debugfs/dev) into a sysroot-shaped tree.")
@@ -83,8 +83,25 @@ def cmd_capture(argv: list[str]) -> int:
     ap.add_argument("--kexec", action="store_true",
                     help="first do a KHO kexec (kexec -s -l; kexec -e) into the same kernel with "
                          "khod.stage=2 appended, and capture in that second kernel")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def report_capture(out: Path, listing: list[tuple[str, str]], *, kexec: bool, append: str):
+    """What was captured, then the DEVICES and UNREADABLE manifests."""
+    how = " after a KHO kexec, in the second kernel" if kexec else ""
+    log(f"captured into {out}{how} (kernel command line: {BASE_APPEND} {append}):")
+    for name, desc in sorted(listing):
+        log(f"  {name}  {desc}")
+    for manifest in ("DEVICES", "UNREADABLE"):
+        text = (out / manifest).read_text() if (out / manifest).exists() else ""
+        lines = [l for l in text.splitlines() if l.strip()]
+        log(f"{manifest} ({len(lines)}):")
+        for l in lines:
+            log(f"  {l}")
+
+
+def cmd_capture(argv: list[str]) -> int:
+    args = capture_arguments(argv)
     if not args.paths.is_file():
         log(f"FAIL capture: paths file not found: {args.paths}")
         return 1
@@ -122,17 +139,7 @@ def cmd_capture(argv: list[str]) -> int:
             log(f"FAIL capture: {e}")
             log("    " + tail.replace("\n", "\n    "))
             return 1
-        listing = extract_capture(data, out)
-        how = " after a KHO kexec, in the second kernel" if args.kexec else ""
-        log(f"captured into {out}{how} (kernel command line: {BASE_APPEND} {args.append}):")
-        for name, desc in sorted(listing):
-            log(f"  {name}  {desc}")
-        for manifest in ("DEVICES", "UNREADABLE"):
-            text = (out / manifest).read_text() if (out / manifest).exists() else ""
-            lines = [l for l in text.splitlines() if l.strip()]
-            log(f"{manifest} ({len(lines)}):")
-            for l in lines:
-                log(f"  {l}")
+        report_capture(out, extract_capture(data, out), kexec=args.kexec, append=args.append)
         ok = True
         return 0
     except (HarnessError, VMError) as e:

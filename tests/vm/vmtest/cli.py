@@ -16,7 +16,7 @@ from .report import describe_error, join_details, log
 from .runner import Outcome, discover_scenarios, load_scenario, run_scenario, scenario_name
 
 
-def cmd_run(argv: list[str]) -> int:
+def run_arguments(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="vmtest.py", description="Run khod VM scenarios.")
     ap.add_argument("--builddir", type=Path, default=default_builddir(),
                     help="meson build dir with src/khoctl/khoctl and src/khod/khod "
@@ -27,8 +27,41 @@ def cmd_run(argv: list[str]) -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="where to put work files (implies --keep)")
     ap.add_argument("--json-summary", type=Path, default=None, help="write a JSON summary here")
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: all")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def run_one(name: str, args: argparse.Namespace, root: Path) -> Outcome:
+    try:
+        sc = load_scenario(name)
+    except Exception as e:           # noqa: BLE001
+        reason, details = describe_error(e)
+        return Outcome(name, False, 0.0, reason, details)
+    return run_scenario(sc, kernel=args.kernel, builddir=args.builddir, root=root)
+
+
+def report_outcome(out: Outcome):
+    """PASS/FAIL line; a failure's further lines and details indented below it."""
+    if out.ok:
+        log(f"PASS {out.name} ({out.seconds:.1f}s)")
+        return
+    first, _, rest = out.reason.partition("\n")
+    log(f"FAIL {out.name}: {first}")
+    details = join_details(rest, out.details)
+    if details:
+        log("    " + details.replace("\n", "\n    "))
+
+
+def write_summary(path: Path, outcomes: list[Outcome], keep: bool):
+    passed = sum(o.ok for o in outcomes)
+    summary = {"passed": passed, "failed": len(outcomes) - passed, "scenarios": [
+        {"name": o.name, "ok": o.ok, "seconds": round(o.seconds, 2), "reason": o.reason,
+         "workdir": str(o.workdir) if keep and o.workdir else None}
+        for o in outcomes]}
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def cmd_run(argv: list[str]) -> int:
+    args = run_arguments(argv)
     names = [scenario_name(n) for n in args.scenarios] or list(discover_scenarios())
     if args.workdir:
         root = args.workdir.resolve()
@@ -42,22 +75,8 @@ def cmd_run(argv: list[str]) -> int:
         if not names:
             outcomes.append(Outcome("(none)", False, 0.0, f"no scenarios in {SCENARIO_DIR}"))
         for name in names:
-            try:
-                sc = load_scenario(name)
-            except Exception as e:           # noqa: BLE001
-                reason, details = describe_error(e)
-                out = Outcome(name, False, 0.0, reason, details)
-            else:
-                out = run_scenario(sc, kernel=args.kernel, builddir=args.builddir, root=root)
-            outcomes.append(out)
-            if out.ok:
-                log(f"PASS {out.name} ({out.seconds:.1f}s)")
-            else:
-                first, _, rest = out.reason.partition("\n")
-                log(f"FAIL {out.name}: {first}")
-                details = join_details(rest, out.details)
-                if details:
-                    log("    " + details.replace("\n", "\n    "))
+            outcomes.append(run_one(name, args, root))
+            report_outcome(outcomes[-1])
     finally:
         if keep:
             log(f"work dir kept: {root}")
@@ -66,11 +85,7 @@ def cmd_run(argv: list[str]) -> int:
     passed = sum(o.ok for o in outcomes)
     failed = len(outcomes) - passed
     if args.json_summary:
-        summary = {"passed": passed, "failed": failed, "scenarios": [
-            {"name": o.name, "ok": o.ok, "seconds": round(o.seconds, 2), "reason": o.reason,
-             "workdir": str(o.workdir) if keep and o.workdir else None}
-            for o in outcomes]}
-        args.json_summary.write_text(json.dumps(summary, indent=2) + "\n")
+        write_summary(args.json_summary, outcomes, keep)
     log(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
