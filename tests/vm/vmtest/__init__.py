@@ -27,7 +27,7 @@ from .errors import CheckFailed, HarnessError, VMError, VMExited, VMTimeout
 from .host import (HERE, KHOD_BUS_FILES, KHOD_BUS_HOST_BINARIES, PRODUCT_BINARIES, REPO,
                    SCENARIO_DIR, default_builddir, find_qemu, product_binary, timeout_scale)
 from .initramfs import Initramfs, make_initramfs, pack_cpio_gz, shared_libraries
-from .kernel import default_kernel, kernel_release, kernel_version, require_kernel
+from .kernel import default_kernel, kernel_init_size, kernel_release, kernel_version, require_kernel
 from .qemu import (BASE_APPEND, DEFAULT_BOOT_TIMEOUT, DEFAULT_MEMORY, DEFAULT_SMP, MARKER_PREFIX,
                    MARKER_RE, PANIC_RE, QMP, VM, Console, Marker, QMPError)
 from .report import TAIL_LINES, describe_error, log, tail_lines

@@ -36,17 +36,24 @@ SETUP_MAGIC_OFFSET = 0x202
 SETUP_MAGIC = b"HdrS"
 KERNEL_VERSION_FIELD = 0x20e   # u16, the string's offset minus 0x200
 KERNEL_VERSION_BASE = 0x200
+INIT_SIZE_FIELD = 0x260        # u32 (boot protocol 2.10+): memory the kernel needs to boot
 #: The setup code is at most (255 + 1) sectors of 512 bytes; the string is in it.
 SETUP_MAX_BYTES = 256 * 512
 VERSION_MAX_BYTES = 512
 
 
-def kernel_version(path: Path) -> str:
-    """The version string of a bzImage, read from its setup header."""
+def setup_code(path: Path) -> bytes:
+    """The real-mode setup code of a bzImage (its header included)."""
     with open(path, "rb") as f:
         setup = f.read(SETUP_MAX_BYTES)
     if setup[SETUP_MAGIC_OFFSET:SETUP_MAGIC_OFFSET + 4] != SETUP_MAGIC:
         raise HarnessError(f"{path} is not a bzImage (no HdrS setup header)")
+    return setup
+
+
+def kernel_version(path: Path) -> str:
+    """The version string of a bzImage, read from its setup header."""
+    setup = setup_code(path)
     field = int.from_bytes(setup[KERNEL_VERSION_FIELD:KERNEL_VERSION_FIELD + 2], "little")
     start = KERNEL_VERSION_BASE + field
     raw = setup[start:start + VERSION_MAX_BYTES].split(b"\0", 1)[0]
@@ -58,3 +65,9 @@ def kernel_version(path: Path) -> str:
 def kernel_release(path: Path) -> str:
     """What the booted image's `uname -r` will say: the version string's first word."""
     return kernel_version(path).split()[0]
+
+
+def kernel_init_size(path: Path) -> int:
+    """init_size from a bzImage's setup header: how much memory, from where it is
+    loaded, the kernel needs to decompress and start (a kexec segment's memsz)."""
+    return int.from_bytes(setup_code(path)[INIT_SIZE_FIELD:INIT_SIZE_FIELD + 4], "little")
