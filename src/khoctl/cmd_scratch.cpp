@@ -83,7 +83,7 @@ void add_scratch_commands(CLI::App& app, const GlobalOptions& global, Runner& se
             else
                 std::cout << khod::format_scratch_plan(*plan);
             if (!plan->fits_ok) return 2;
-            return plan->verdict == "mismatch" ? 3 : 0;
+            return plan->verdict == khod::ScratchVerdict::mismatch ? 3 : 0;
         };
     });
 }

@@ -43,7 +43,7 @@ int ScratchObject::method_plan(sd_bus_message* m, void* userdata, sd_bus_error* 
         return sd_bus_error_set(error, "org.kexec.khod1.Error.IOError", plan.error().describe().c_str());
     }
     return sd_bus_reply_method_return(m, "sbss", plan->recommendation.word.c_str(),
-                                      static_cast<int>(plan->fits_ok), plan->verdict.c_str(),
+                                      static_cast<int>(plan->fits_ok), to_string(plan->verdict),
                                       to_json(*plan).dump().c_str());
 }
 

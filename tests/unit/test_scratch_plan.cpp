@@ -46,11 +46,11 @@ ScratchPlan plan_of(const std::filesystem::path& root, ScratchPlanOptions option
     return p ? *p : ScratchPlan{};
 }
 
-std::uint64_t part_bytes(const ReservedEstimate& e, const std::string& name,
+std::uint64_t part_bytes(const ReservedEstimate& e, ReservedPartKind kind,
                          std::optional<unsigned> node = {}) {
     std::uint64_t total = 0;
     for (const auto& p : e.parts)
-        if (p.name == name && (!node || p.node == node)) total += p.bytes;
+        if (p.kind == kind && (!node || p.node == node)) total += p.bytes;
     return total;
 }
 
@@ -245,7 +245,7 @@ TEST(ScratchCaptured, DefaultScaleIsExact) {
     ScratchPlan p = plan_of(fixture("scratch-7.2-default"));
     EXPECT_EQ(p.rules.id, "7.0-7.3");
     EXPECT_EQ(p.param.scale, 200u);
-    EXPECT_EQ(p.verdict, "exact");
+    EXPECT_EQ(p.verdict, ScratchVerdict::exact);
     ASSERT_EQ(p.areas.size(), 3u);
     EXPECT_EQ(p.areas[0].actual, 236 * MiB);
     EXPECT_EQ(p.areas[0].predicted, 236 * MiB);
@@ -253,14 +253,14 @@ TEST(ScratchCaptured, DefaultScaleIsExact) {
     EXPECT_EQ(p.areas[2].predicted, 100 * MiB);
     // The pieces, checked against a memblock=debug replay of the same kernel.
     const auto& r = p.reserved;
-    EXPECT_EQ(part_bytes(r, "kernel image"), 0x2049000u);  // 0xc600000 .. 0xe648fff
-    EXPECT_EQ(part_bytes(r, "initrd"), 0xfd000u);          // 0xfcbd2 bytes, page-rounded
-    EXPECT_EQ(part_bytes(r, "memmap"), 16 * MiB);          // 4096 boot pages
-    EXPECT_EQ(part_bytes(r, "percpu first chunk"), 2 * 212992u);
-    EXPECT_EQ(part_bytes(r, "swiotlb bounce buffer"), 64 * MiB);
-    EXPECT_EQ(part_bytes(r, "swiotlb slot array"), 786432u + 2 * 16);
-    EXPECT_EQ(part_bytes(r, "dentry and inode hash tables"), 1 * MiB + 512 * KiB);
-    EXPECT_EQ(part_bytes(r, "mem_section root array"), 1 * MiB);  // la57: 5-level paging
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::kernel_image), 0x2049000u);  // 0xc600000 .. 0xe648fff
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::initrd), 0xfd000u);          // 0xfcbd2 bytes, page-rounded
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::memmap), 16 * MiB);          // 4096 boot pages
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::percpu_first_chunk), 2 * 212992u);
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::swiotlb_buffer), 64 * MiB);
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::swiotlb_slots), 786432u + 2 * 16);
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::hash_tables), 1 * MiB + 512 * KiB);
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::mem_section_roots), 1 * MiB);  // la57: 5-level paging
     EXPECT_TRUE(r.unknown.empty());
     EXPECT_TRUE(p.fits_ok);
     // What debugfs reports, 236 MiB, is up4m(2 * R_low): R_low is in (114, 118] MiB.
@@ -281,12 +281,12 @@ TEST(ScratchCaptured, PercentFixedNumaAndCrashAreExact) {
     for (const auto& c : cases) {
         SCOPED_TRACE(c.tree);
         ScratchPlan p = plan_of(fixture(c.tree));
-        EXPECT_EQ(p.verdict, "exact");
+        EXPECT_EQ(p.verdict, ScratchVerdict::exact);
         ASSERT_EQ(p.areas.size(), c.sizes.size());
         for (std::size_t i = 0; i < c.sizes.size(); ++i) {
             EXPECT_EQ(p.areas[i].actual, c.sizes[i]) << "debugfs, area " << i;
             EXPECT_EQ(p.areas[i].predicted, c.sizes[i]) << "model, area " << i;
-            EXPECT_EQ(p.areas[i].verdict, "exact");
+            EXPECT_EQ(p.areas[i].verdict, ScratchVerdict::exact);
         }
     }
 }
@@ -296,22 +296,22 @@ TEST(ScratchCaptured, NumaSplitsRByNode) {
     ASSERT_EQ(p.area_nodes, (std::vector<unsigned>{0, 1}));
     const auto& r = p.reserved;
     // 512 MiB per node: 4 sections of 2 MiB of struct pages each.
-    EXPECT_EQ(part_bytes(r, "memmap", 0u), 8 * MiB);
-    EXPECT_EQ(part_bytes(r, "memmap", 1u), 8 * MiB);
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::memmap, 0u), 8 * MiB);
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::memmap, 1u), 8 * MiB);
     // One CPU per node.
-    EXPECT_EQ(part_bytes(r, "percpu first chunk", 0u), 212992u);
-    EXPECT_EQ(part_bytes(r, "percpu first chunk", 1u), 212992u);
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::percpu_first_chunk, 0u), 212992u);
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::percpu_first_chunk, 1u), 212992u);
     // KASLR put the image at 0x39c00000 and QEMU the initrd at 0x3fee3000: node 1
     // (512 MiB .. 1 GiB); that is why node 1's area is the big one.
     bool image_on_1 = false;
     for (const auto& part : r.parts)
-        if (part.name == "kernel image") image_on_1 = part.node == 1u;
+        if (part.kind == ReservedPartKind::kernel_image) image_on_1 = part.node == 1u;
     EXPECT_TRUE(image_on_1);
     // swiotlb and the hash tables carry no node (NUMA_NO_NODE); with two memory
     // nodes the hash tables are not memblock allocations at all (hashdist).
-    EXPECT_EQ(part_bytes(r, "dentry and inode hash tables"), 0u);
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::hash_tables), 0u);
     for (const auto& part : r.parts) {
-        if (part.name == "swiotlb bounce buffer") {
+        if (part.kind == ReservedPartKind::swiotlb_buffer) {
             EXPECT_FALSE(part.node.has_value());
         }
     }
@@ -320,7 +320,7 @@ TEST(ScratchCaptured, NumaSplitsRByNode) {
 TEST(ScratchCaptured, CrashKernelCountsForLowmemOnly) {
     ScratchPlan plain = plan_of(fixture("scratch-7.2-default"));
     ScratchPlan crash = plan_of(fixture("scratch-7.2-crash64m"));
-    EXPECT_EQ(part_bytes(crash.reserved, "crash kernel (below 4 GiB)"), 64 * MiB);
+    EXPECT_EQ(part_bytes(crash.reserved, ReservedPartKind::crash_kernel_below_4g), 64 * MiB);
     // crashkernel=64M adds 2 x 64 MiB to lowmem and nothing to the node area.
     EXPECT_EQ(*crash.areas[0].predicted - *plain.areas[0].predicted, 128 * MiB);
     EXPECT_EQ(crash.areas[2].predicted, plain.areas[2].predicted);
@@ -330,15 +330,15 @@ TEST(ScratchCaptured, KhoBootReusesIncomingAreas) {
     ScratchPlan p = plan_of(fixture("vm-7.2-kho-in"));
     EXPECT_TRUE(p.incoming);
     EXPECT_FALSE(p.prediction_applies);
-    EXPECT_EQ(p.verdict, "not-applicable");
+    EXPECT_EQ(p.verdict, ScratchVerdict::not_applicable);
     EXPECT_NE(p.prediction_note.find("ignored kho_scratch="), std::string::npos) << p.prediction_note;
     EXPECT_NE(p.prediction_note.find("cold boot"), std::string::npos);
 }
 
 TEST(ScratchCaptured, NoKhoMeansNoAreasButAPrediction) {
     ScratchPlan p = plan_of(fixture("vm-7.2-nokho"));
-    EXPECT_EQ(p.verdict, "no-kho");
-    EXPECT_EQ(p.fit_against, "predicted");
+    EXPECT_EQ(p.verdict, ScratchVerdict::no_kho);
+    EXPECT_EQ(p.fit_against, ScratchFitAgainst::predicted);
     for (const auto& a : p.areas) {
         EXPECT_FALSE(a.actual.has_value());
         EXPECT_TRUE(a.predicted.has_value());
@@ -425,20 +425,20 @@ constexpr std::uint64_t kLoadedOnNode0 = kImage + kBrk + kInitrd + kRealMode;  /
 
 TEST(ScratchLargeHost, OneTerabyteOneNode) {
     ScratchPlan p = plan_of(fixture("scratch-host-1t-1n"));
-    EXPECT_EQ(p.verdict, "no-kho");  // derived: no debugfs kho/
+    EXPECT_EQ(p.verdict, ScratchVerdict::no_kho);  // derived: no debugfs kho/
     const auto& r = p.reserved;
     EXPECT_EQ(r.low(), kRLow);
     // memmap: 8192 sections x 2 MiB = 16 GiB
-    EXPECT_EQ(part_bytes(r, "memmap"), 8192 * 2 * MiB);
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::memmap), 8192 * 2 * MiB);
     // vmemmap tables: PMD pages for section groups 0..16 (17), one PUD page;
     // section roots for groups 0..32 (33); usemaps 8192 x 88 = 720,896.
-    EXPECT_EQ(part_bytes(r, "vmemmap page tables, section roots, usemaps"), (17 + 1 + 33) * 4096 + 8192 * 88);
-    EXPECT_EQ(part_bytes(r, "percpu first chunk"), 64 * kPercpuUnit);  // 13,631,488
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::vmemmap_tables), (17 + 1 + 33) * 4096 + 8192 * 88);
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::percpu_first_chunk), 64 * kPercpuUnit);  // 13,631,488
     // One memory node: the dentry hash (2^25 x 8) and inode hash (2^24 x 8) are
     // memblock allocations. nr_kernel_pages is about 264.1 M: dentry scale
     // 13 + 2 (adapt: 2^24 and 2^26 pages < n < 2^28) -> n >> 3 -> 2^25;
     // inode scale 14 + 2 -> n >> 4 -> 2^24.
-    EXPECT_EQ(part_bytes(r, "dentry and inode hash tables"), 256 * MiB + 128 * MiB);
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::hash_tables), 256 * MiB + 128 * MiB);
     const std::uint64_t node0 =
         kLoadedOnNode0 + 8192 * 2 * MiB + ((17 + 1 + 33) * 4096 + 8192 * 88) + kNodeData + 64 * kPercpuUnit;
     static_assert(kLoadedOnNode0 + 8192 * 2 * MiB + 929792 + 16512 + 13631488 == 17229426816);
@@ -484,7 +484,7 @@ TEST(ScratchLargeHost, OneTerabyteEightNodes) {
     for (unsigned n = 1; n <= 6; ++n) EXPECT_EQ(r.node_total(n), rmid) << "node " << n;
     EXPECT_EQ(r.node_total(7), r7);
     // Eight memory nodes: hashdist is on, the hash tables are vmalloc'd later.
-    EXPECT_EQ(part_bytes(r, "dentry and inode hash tables"), 0u);
+    EXPECT_EQ(part_bytes(r, ReservedPartKind::hash_tables), 0u);
     const std::uint64_t high = (r0 - kLoadedOnNode0) + 6 * rmid + r7 + kNoNodeHigh;
     EXPECT_EQ(r.total(), kRLow + high);
 
@@ -575,13 +575,13 @@ TEST_F(Broken, OptionalInputsMissingAreNamedNotZeroed) {
     auto p = plan_scratch(*in, {});
     ASSERT_TRUE(p) << p.error().describe();
     // No initrd part rather than a zero-byte one; the percpu falls back to meminfo.
-    EXPECT_EQ(part_bytes(p->reserved, "initrd"), 0u);
+    EXPECT_EQ(part_bytes(p->reserved, ReservedPartKind::initrd), 0u);
     bool listed = false;
     for (const auto& u : p->reserved.unknown) listed |= u.find("boot_params") != std::string::npos;
     EXPECT_TRUE(listed);
     bool percpu_fallback = false;
     for (const auto& part : p->reserved.parts)
-        if (part.name == "percpu first chunk")
+        if (part.kind == ReservedPartKind::percpu_first_chunk)
             percpu_fallback = part.source.find("meminfo") != std::string::npos;
     EXPECT_TRUE(percpu_fallback);
 }
@@ -593,10 +593,11 @@ TEST_F(Broken, UnreadableInputsTurnAShortfallIntoIncomplete) {
     ASSERT_TRUE(in) << in.error().describe();
     auto p = plan_scratch(*in, {});
     ASSERT_TRUE(p);
-    EXPECT_EQ(p->verdict, "incomplete");
-    EXPECT_EQ(p->areas[0].verdict, "incomplete");
+    EXPECT_EQ(p->verdict, ScratchVerdict::incomplete);
+    EXPECT_EQ(p->areas[0].verdict, ScratchVerdict::incomplete);
     EXPECT_NE(p->areas[0].reason.find("swiotlb"), std::string::npos) << p->areas[0].reason;
-    EXPECT_EQ(p->areas[2].verdict, "exact");  // swiotlb has no node: the node areas are unaffected
+    EXPECT_EQ(p->areas[2].verdict,
+              ScratchVerdict::exact);  // swiotlb has no node: the node areas are unaffected
 }
 
 TEST(ScratchPlanErrors, AbsurdHeadroomAndMissingImages) {
@@ -684,7 +685,7 @@ TEST_F(Broken, DebugfsNotMountedIsUnknownNotNoKho) {
     EXPECT_TRUE(in->missing.count("swiotlb"));
     auto p = plan_scratch(*in, {});
     ASSERT_TRUE(p);
-    EXPECT_EQ(p->verdict, "unknown");
+    EXPECT_EQ(p->verdict, ScratchVerdict::unknown);
     EXPECT_NE(p->prediction_note.find("debugfs"), std::string::npos) << p->prediction_note;
 }
 

@@ -19,7 +19,6 @@ constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kKiB = 1024;
 constexpr std::uint64_t kGiB = 1ull << 30;
 constexpr std::uint64_t kSectionSize = 128 * kMiB;  // x86_64 SECTION_SIZE_BITS 27
-constexpr std::uint64_t kLowLimit = 0xffffffffull;  // ARCH_LOW_ADDRESS_LIMIT
 
 // The kernel's round_up() for a power-of-two alignment, wrapping as it does
 // (round_up(0) is 0, and a value within `a` of 2^64 wraps to 0).
@@ -97,6 +96,89 @@ std::string cmdline_size(std::uint64_t bytes) {
     for (const auto& [c, shift] : units)
         if (bytes % (1ull << shift) == 0) return std::to_string(bytes >> shift) + c;
     return std::to_string(bytes);
+}
+
+// ---------------------------------------------------------------------------
+// names
+
+const char* to_string(ReservedPartKind kind) {
+    switch (kind) {
+        case ReservedPartKind::kernel_image: return "kernel image";
+        case ReservedPartKind::kernel_brk: return "kernel brk";
+        case ReservedPartKind::initrd: return "initrd";
+        case ReservedPartKind::setup_data: return "setup_data";
+        case ReservedPartKind::real_mode_trampoline: return "real-mode trampoline";
+        case ReservedPartKind::memmap: return "memmap";
+        case ReservedPartKind::vmemmap_tables: return "vmemmap page tables, section roots, usemaps";
+        case ReservedPartKind::mem_section_roots: return "mem_section root array";
+        case ReservedPartKind::node_data: return "NODE_DATA";
+        case ReservedPartKind::percpu_first_chunk: return "percpu first chunk";
+        case ReservedPartKind::swiotlb_buffer: return "swiotlb bounce buffer";
+        case ReservedPartKind::swiotlb_slots: return "swiotlb slot array";
+        case ReservedPartKind::crash_kernel_below_4g: return "crash kernel (below 4 GiB)";
+        case ReservedPartKind::crash_kernel_above_4g: return "crash kernel (above 4 GiB)";
+        case ReservedPartKind::crash_kernel_requested: return "crash kernel";
+        case ReservedPartKind::crash_kernel_high: return "crash kernel (,high)";
+        case ReservedPartKind::crash_kernel_low_of_high: return "crash kernel (low part of ,high)";
+        case ReservedPartKind::crash_kernel_cma: return "crash kernel CMA";
+        case ReservedPartKind::cma_areas: return "CMA areas";
+        case ReservedPartKind::hash_tables: return "dentry and inode hash tables";
+        case ReservedPartKind::printk_buffer: return "printk log buffer";
+        case ReservedPartKind::direct_map_tables: return "direct-map page tables";
+        case ReservedPartKind::kfence: return "KFENCE pool and metadata";
+        case ReservedPartKind::other_small: break;
+    }
+    return "other small boot allocations";
+}
+
+bool is_crash_kernel(ReservedPartKind kind) {
+    switch (kind) {
+        case ReservedPartKind::crash_kernel_below_4g:
+        case ReservedPartKind::crash_kernel_above_4g:
+        case ReservedPartKind::crash_kernel_requested:
+        case ReservedPartKind::crash_kernel_high:
+        case ReservedPartKind::crash_kernel_low_of_high:
+        case ReservedPartKind::crash_kernel_cma: return true;
+        default: return false;
+    }
+}
+
+const char* to_string(ScratchAreaKind kind) {
+    switch (kind) {
+        case ScratchAreaKind::lowmem: return "lowmem";
+        case ScratchAreaKind::global: return "global";
+        case ScratchAreaKind::node: break;
+    }
+    return "node";
+}
+
+const char* param_field(ScratchAreaKind kind) {
+    return kind == ScratchAreaKind::node ? "pernode" : to_string(kind);
+}
+
+ScratchAreaKind area_kind_at(unsigned index) {
+    if (index == 0) return ScratchAreaKind::lowmem;
+    if (index == 1) return ScratchAreaKind::global;
+    return ScratchAreaKind::node;
+}
+
+const char* to_string(ScratchVerdict verdict) {
+    switch (verdict) {
+        case ScratchVerdict::exact: return "exact";
+        case ScratchVerdict::within_alignment: return "within-alignment";
+        case ScratchVerdict::incomplete: return "incomplete";
+        case ScratchVerdict::missing: return "missing";
+        case ScratchVerdict::unexpected: return "unexpected";
+        case ScratchVerdict::mismatch: return "mismatch";
+        case ScratchVerdict::not_applicable: return "not-applicable";
+        case ScratchVerdict::unknown: return "unknown";
+        case ScratchVerdict::no_kho: break;
+    }
+    return "no-kho";
+}
+
+const char* to_string(ScratchFitAgainst against) {
+    return against == ScratchFitAgainst::predicted ? "predicted" : "current";
 }
 
 // ---------------------------------------------------------------------------
@@ -339,10 +421,10 @@ struct Layout {
     }
 };
 
-ReservedPart part(std::string name, std::string source, std::uint64_t bytes, std::optional<unsigned> node,
-                  std::uint64_t below_4g, std::uint64_t uncertainty = 0) {
+ReservedPart part(ReservedPartKind kind, std::string source, std::uint64_t bytes,
+                  std::optional<unsigned> node, std::uint64_t below_4g, std::uint64_t uncertainty = 0) {
     ReservedPart p;
-    p.name = std::move(name);
+    p.kind = kind;
     p.source = std::move(source);
     p.bytes = bytes;
     p.node = node;
@@ -519,13 +601,14 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
     // Loaded by the boot loader (or by kexec): reserved before NUMA init.
     if (in.kernel_image) {
         PhysRange img = *in.kernel_image;
-        auto p = part("kernel image", "/proc/iomem: Kernel code .. Kernel bss", img.size(),
+        auto p = part(ReservedPartKind::kernel_image, "/proc/iomem: Kernel code .. Kernel bss", img.size(),
                       l.node_of(img.start), Layout::below_4g(img));
         p.loaded = true;
         e.parts.push_back(p);
         // reserve_brk(): the used part of .brk, not visible from userspace.
-        auto brk = part("kernel brk", "not visible; 64 KiB assumed (68 KiB on the 7.2.13 test kernel)",
-                        64 * kKiB, l.node_of(img.start), img.end <= k4GiB ? 64 * kKiB : 0, 64 * kKiB);
+        auto brk = part(ReservedPartKind::kernel_brk,
+                        "not visible; 64 KiB assumed (68 KiB on the 7.2.13 test kernel)", 64 * kKiB,
+                        l.node_of(img.start), img.end <= k4GiB ? 64 * kKiB : 0, 64 * kKiB);
         brk.loaded = true;
         e.parts.push_back(brk);
     } else {
@@ -533,8 +616,9 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
     }
     if (in.boot_params) {
         if (in.initrd) {
-            auto p = part("initrd", "/sys/kernel/boot_params/data (ramdisk_image, ramdisk_size)",
-                          in.initrd->size(), l.node_of(in.initrd->start), Layout::below_4g(*in.initrd));
+            auto p =
+                part(ReservedPartKind::initrd, "/sys/kernel/boot_params/data (ramdisk_image, ramdisk_size)",
+                     in.initrd->size(), l.node_of(in.initrd->start), Layout::below_4g(*in.initrd));
             p.loaded = true;
             e.parts.push_back(p);
         }
@@ -542,9 +626,9 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
         for (auto s : in.setup_data) sd += s;
         if (sd) {
             // sysfs does not show where setup_data lives; loaders put it low.
-            auto p =
-                part("setup_data", "/sys/kernel/boot_params/setup_data/*/size, placed below 4 GiB (assumed)",
-                     sd, first_node, sd);
+            auto p = part(ReservedPartKind::setup_data,
+                          "/sys/kernel/boot_params/setup_data/*/size, placed below 4 GiB (assumed)", sd,
+                          first_node, sd);
             p.loaded = true;
             e.parts.push_back(p);
         }
@@ -554,8 +638,8 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
 
     // reserve_real_mode(): below 1 MiB, before NUMA init.
     {
-        auto p = part("real-mode trampoline", "24 KiB below 1 MiB (7.2.13 x86_64)", 24 * kKiB, first_node,
-                      24 * kKiB, 4 * kKiB);
+        auto p = part(ReservedPartKind::real_mode_trampoline, "24 KiB below 1 MiB (7.2.13 x86_64)", 24 * kKiB,
+                      first_node, 24 * kKiB, 4 * kKiB);
         p.low_only = true;
         e.parts.push_back(p);
     }
@@ -587,7 +671,8 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
         for (const auto& [node, count] : node_secs) {
             auto n = alloc_node(l, node);
             std::uint64_t bytes = count * per_section;
-            e.parts.push_back(part("memmap", source, bytes, n, l.top_down_low(bytes, n), spread_uncertainty));
+            e.parts.push_back(part(ReservedPartKind::memmap, source, bytes, n, l.top_down_low(bytes, n),
+                                   spread_uncertainty));
         }
         // vmemmap page tables: a PMD page per 512 sections (1 GiB of struct
         // pages), a PUD page per 512 GiB of them, and with 5-level paging a P4D page.
@@ -601,13 +686,13 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
             auto n = alloc_node(l, node);
             std::uint64_t pt = pmd[node] + pud[node] + (five ? p4d[node] : 0);
             std::uint64_t bytes = pt + roots[node] + count * 88;
-            e.parts.push_back(part("vmemmap page tables, section roots, usemaps",
+            e.parts.push_back(part(ReservedPartKind::vmemmap_tables,
                                    "computed from the sections present (7.2.13 sizes)", bytes, n,
                                    l.top_down_low(bytes, n), kPage));
         }
         // mem_section[]: NR_SECTION_ROOTS pointers, 2^(MAX_PHYSMEM_BITS-27)/256.
         std::uint64_t ms = five ? 1 * kMiB : 16 * kKiB;
-        e.parts.push_back(part("mem_section root array",
+        e.parts.push_back(part(ReservedPartKind::mem_section_roots,
                                in.five_level ? std::string("/proc/cpuinfo ") + (five ? "la57" : "no la57")
                                              : "5-level paging assumed",
                                ms, std::nullopt, l.top_down_low(ms, std::nullopt),
@@ -618,8 +703,9 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
     for (const auto& n : in.nodes) {
         if (!n.online) continue;
         auto nd = alloc_node(l, n.id);
-        e.parts.push_back(part("NODE_DATA", "sizeof(pg_data_t) of the 7.2.13 test kernel (16512 bytes)",
-                               16512, nd, l.top_down_low(16512, nd), 4 * kKiB));
+        e.parts.push_back(part(ReservedPartKind::node_data,
+                               "sizeof(pg_data_t) of the 7.2.13 test kernel (16512 bytes)", 16512, nd,
+                               l.top_down_low(16512, nd), 4 * kKiB));
     }
 
     // The percpu first chunk: one unit per possible CPU on its node.
@@ -636,7 +722,7 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
             }
             for (const auto& [node, bytes] : by_node)
                 e.parts.push_back(part(
-                    "percpu first chunk",
+                    ReservedPartKind::percpu_first_chunk,
                     "/proc/kallsyms __per_cpu_end - __per_cpu_start (" + std::to_string(*in.percpu_static) +
                         ") + " + std::to_string(reserved) + " reserved + 28672 dynamic, page-aligned, x " +
                         std::to_string(bytes / unit) + " possible CPU(s)",
@@ -644,7 +730,7 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
         } else if (in.percpu_meminfo) {
             // Percpu in /proc/meminfo also counts chunks added since boot: an upper bound.
             std::uint64_t bytes = *in.percpu_meminfo;
-            e.parts.push_back(part("percpu first chunk",
+            e.parts.push_back(part(ReservedPartKind::percpu_first_chunk,
                                    "/proc/meminfo Percpu (an upper bound: it grows after boot)", bytes,
                                    first_node, l.top_down_low(bytes, first_node), bytes / 2));
         } else {
@@ -673,7 +759,7 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
             }
         }
         if (known && nslabs) {
-            auto tlb = part("swiotlb bounce buffer", source, page_align(nslabs << 11), std::nullopt,
+            auto tlb = part(ReservedPartKind::swiotlb_buffer, source, page_align(nslabs << 11), std::nullopt,
                             page_align(nslabs << 11));
             tlb.low_only = true;
             tlb.contiguous = true;
@@ -681,8 +767,8 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
             std::uint64_t nareas = pow2_up(std::max<std::uint64_t>(in.possible_cpus.size(), 1));
             while (nareas > 1 && nslabs < nareas * 128) nareas >>= 1;
             std::uint64_t meta = page_align(nslabs * 24) + nareas * 16;
-            e.parts.push_back(part("swiotlb slot array", source + " x 24 bytes", meta, std::nullopt,
-                                   l.top_down_low(meta, std::nullopt)));
+            e.parts.push_back(part(ReservedPartKind::swiotlb_slots, source + " x 24 bytes", meta,
+                                   std::nullopt, l.top_down_low(meta, std::nullopt)));
         } else if (!known) {
             e.unknown.push_back("swiotlb size (debugfs swiotlb/io_tlb_nslabs)");
         }
@@ -694,7 +780,8 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
         bool measured = same_line || want == running.value("crashkernel");
         if (measured) {
             for (const auto& r : in.crash_kernel) {
-                auto p = part(r.end <= k4GiB ? "crash kernel (below 4 GiB)" : "crash kernel (above 4 GiB)",
+                auto p = part(r.end <= k4GiB ? ReservedPartKind::crash_kernel_below_4g
+                                             : ReservedPartKind::crash_kernel_above_4g,
                               "/proc/iomem Crash kernel " + hex(r.start) + "-" + hex(r.end - 1), r.size(),
                               std::nullopt, Layout::below_4g(r));
                 p.contiguous = true;
@@ -702,35 +789,36 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
                 e.parts.push_back(p);
             }
             for (const auto& r : in.crash_cma) {
-                auto p = part("crash kernel CMA", "/sys/kernel/kexec/crash_cma_ranges", r.size(),
-                              std::nullopt, Layout::below_4g(r));
+                auto p = part(ReservedPartKind::crash_kernel_cma, "/sys/kernel/kexec/crash_cma_ranges",
+                              r.size(), std::nullopt, Layout::below_4g(r));
                 p.contiguous = true;
                 e.parts.push_back(p);
             }
         } else {
             std::uint64_t swiotlb = 0;
             for (const auto& p : e.parts)
-                if (p.name == "swiotlb bounce buffer") swiotlb = p.bytes;
+                if (p.kind == ReservedPartKind::swiotlb_buffer) swiotlb = p.bytes;
             CrashRequest c = parse_crash_request(cmdline, l.ram_total, swiotlb);
             if (!c.note.empty()) e.unknown.push_back(c.note);
             if (c.size) {
-                auto p = part(c.high ? "crash kernel (,high)" : "crash kernel",
-                              "crashkernel= on the command line (the kernel tries below 4 GiB first)", c.size,
-                              std::nullopt, c.high ? 0 : c.size);
+                auto p = part(
+                    c.high ? ReservedPartKind::crash_kernel_high : ReservedPartKind::crash_kernel_requested,
+                    "crashkernel= on the command line (the kernel tries below 4 GiB first)", c.size,
+                    std::nullopt, c.high ? 0 : c.size);
                 p.contiguous = true;
                 p.low_only = !c.high;
                 e.parts.push_back(p);
             }
             if (c.high && c.low) {
-                auto p = part("crash kernel (low part of ,high)", "crashkernel=,low or its default", c.low,
-                              std::nullopt, c.low);
+                auto p = part(ReservedPartKind::crash_kernel_low_of_high, "crashkernel=,low or its default",
+                              c.low, std::nullopt, c.low);
                 p.contiguous = true;
                 p.low_only = true;
                 e.parts.push_back(p);
             }
             if (c.cma) {
-                auto p = part("crash kernel CMA", "crashkernel=,cma on the command line", c.cma, std::nullopt,
-                              l.top_down_low(c.cma, std::nullopt));
+                auto p = part(ReservedPartKind::crash_kernel_cma, "crashkernel=,cma on the command line",
+                              c.cma, std::nullopt, l.top_down_low(c.cma, std::nullopt));
                 p.contiguous = true;
                 e.parts.push_back(p);
             }
@@ -743,7 +831,7 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
         for (const auto& r : in.crash_cma) crash_cma += r.size();
         if (*in.cma_total > crash_cma) {
             std::uint64_t bytes = *in.cma_total - crash_cma;
-            e.parts.push_back(part("CMA areas", "/proc/meminfo CmaTotal", bytes, std::nullopt,
+            e.parts.push_back(part(ReservedPartKind::cma_areas, "/proc/meminfo CmaTotal", bytes, std::nullopt,
                                    l.top_down_low(bytes, std::nullopt)));
         }
     }
@@ -757,7 +845,8 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
         if (!hashdist) {
             std::uint64_t before = 0;  // reserved when free_area_init() counts nr_kernel_pages
             for (const auto& p : e.parts)
-                if (p.loaded || p.name == "memmap" || p.name.rfind("crash", 0) == 0) before += p.bytes;
+                if (p.loaded || p.kind == ReservedPartKind::memmap || is_crash_kernel(p.kind))
+                    before += p.bytes;
             const std::uint64_t pages = (l.ram_total > before ? l.ram_total - before : 0) / kPage;
             auto dentries = cmdline_number(cmdline, "dhash_entries").value_or(0);
             auto ientries = cmdline_number(cmdline, "ihash_entries").value_or(0);
@@ -768,7 +857,7 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
             std::uint64_t lo = both(pages - pages / 50);
             std::uint64_t hi = both(pages + pages / 50);
             std::uint64_t unc = std::max(mid - std::min(lo, mid), std::max(hi, mid) - mid);
-            e.parts.push_back(part("dentry and inode hash tables",
+            e.parts.push_back(part(ReservedPartKind::hash_tables,
                                    "alloc_large_system_hash() from " + std::to_string(pages) +
                                        " free pages (one memory node: hashdist off)",
                                    mid, std::nullopt, l.top_down_low(mid, std::nullopt), unc));
@@ -794,8 +883,9 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
         if (len) {
             // text + descriptors (24 bytes) + infos (88 bytes) per 32 bytes of text
             std::uint64_t bytes = len + len / 32 * 24 + len / 32 * 88;
-            e.parts.push_back(part("printk log buffer", source + " (static buffer of 256 KiB assumed)", bytes,
-                                   std::nullopt, l.top_down_low(bytes, std::nullopt), bytes / 2));
+            e.parts.push_back(part(ReservedPartKind::printk_buffer,
+                                   source + " (static buffer of 256 KiB assumed)", bytes, std::nullopt,
+                                   l.top_down_low(bytes, std::nullopt), bytes / 2));
         }
     }
 
@@ -805,20 +895,20 @@ ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdli
         if (!in.gbpages.value_or(true)) pages += div_up(l.ram_top, kGiB);
         pages = pages > 6 ? pages - 6 : 0;
         if (pages)
-            e.parts.push_back(part("direct-map page tables", "estimated from the top of memory",
+            e.parts.push_back(part(ReservedPartKind::direct_map_tables, "estimated from the top of memory",
                                    pages * kPage, std::nullopt, l.top_down_low(pages * kPage, std::nullopt),
                                    pages * kPage));
     }
 
     if (in.kfence) {
         std::uint64_t bytes = 2 * kMiB + 320 * kKiB;
-        e.parts.push_back(part("KFENCE pool and metadata", "/sys/module/kfence (255 objects assumed)", bytes,
+        e.parts.push_back(part(ReservedPartKind::kfence, "/sys/module/kfence (255 objects assumed)", bytes,
                                std::nullopt, l.top_down_low(bytes, std::nullopt), 128 * kKiB));
     }
 
     {
         std::uint64_t bytes = 32 * kKiB;
-        e.parts.push_back(part("other small boot allocations",
+        e.parts.push_back(part(ReservedPartKind::other_small,
                                "estimated (about 30 KiB on the 7.2.13 test kernel: fixmap page tables, e820 "
                                "firmware map, percpu metadata)",
                                bytes, std::nullopt, l.top_down_low(bytes, std::nullopt), 32 * kKiB));
@@ -838,8 +928,8 @@ std::vector<AreaSize> compute_area_sizes(const ScratchRules& rules, const Scratc
     const std::uint64_t s = param.scale;
     const std::string al = human_size(a);
     std::vector<AreaSize> out;
-    AreaSize low{0, "lowmem", std::nullopt, 0, ""};
-    AreaSize global{1, "global", std::nullopt, 0, ""};
+    AreaSize low{0, ScratchAreaKind::lowmem, std::nullopt, 0, ""};
+    AreaSize global{1, ScratchAreaKind::global, std::nullopt, 0, ""};
     if (param.scale) {
         std::uint64_t l = r.low * s / 100;
         std::uint64_t g = r.total * s / 100;
@@ -870,7 +960,7 @@ std::vector<AreaSize> compute_area_sizes(const ScratchRules& rules, const Scratc
     out.push_back(global);
     unsigned idx = 2;
     for (unsigned n : nodes) {
-        AreaSize ns{idx++, "node", n, 0, ""};
+        AreaSize ns{idx++, ScratchAreaKind::node, n, 0, ""};
         if (param.scale) {
             auto it = r.node.find(n);
             std::uint64_t rn = it == r.node.end() ? 0 : it->second;
@@ -902,14 +992,9 @@ SizingR sizing_r(const ReservedEstimate& e, const std::vector<unsigned>& nodes, 
     return r;
 }
 
-std::string verdict_rank_max(const std::string& a, const std::string& b) {
-    static const std::vector<std::string> order = {"exact",   "within-alignment", "incomplete",
-                                                   "missing", "unexpected",       "mismatch"};
-    auto rank = [&](const std::string& v) {
-        auto it = std::find(order.begin(), order.end(), v);
-        return it == order.end() ? 0 : static_cast<int>(it - order.begin());
-    };
-    return rank(a) >= rank(b) ? a : b;
+// ScratchVerdict lists the area verdicts best first.
+ScratchVerdict worse_verdict(ScratchVerdict a, ScratchVerdict b) {
+    return std::max(a, b);
 }
 
 // The areas a kexec would see, with addresses: the real ones, or the predicted
@@ -925,10 +1010,10 @@ std::vector<ScratchArea> areas_for_fit(const ScratchPlan& plan, const ScratchInp
     for (const auto& a : plan.areas) {
         ScratchArea s;
         s.index = a.index;
-        s.kind = a.kind;
+        s.kind = to_string(a.kind);
         s.node = a.node;
         s.size = a.predicted.value_or(0);
-        if (a.kind == "lowmem") {
+        if (a.kind == ScratchAreaKind::lowmem) {
             s.phys = 256 * kMiB;
         } else {
             s.phys = high;
@@ -955,10 +1040,10 @@ void check_allocation(ScratchPlan& plan, const ScratchInputs& in, const Layout& 
         const std::uint64_t size = *a.predicted;
         std::uint64_t room = 0;
         std::string where;
-        if (a.kind == "lowmem") {
+        if (a.kind == ScratchAreaKind::lowmem) {
             room = ram_low > r_low ? ram_low - r_low : 0;
             where = "memory below 4 GiB less R_low";
-        } else if (a.kind == "global") {
+        } else if (a.kind == ScratchAreaKind::global) {
             std::uint64_t used = r_all + (plan.areas.empty() ? 0 : plan.areas[0].predicted.value_or(0));
             room = l.ram_total > used ? l.ram_total - used : 0;
             where = "all memory less R and the lowmem area";
@@ -971,13 +1056,13 @@ void check_allocation(ScratchPlan& plan, const ScratchInputs& in, const Layout& 
             nodes_sum += size;
         }
         if (size > room)
-            plan.allocation_risks.push_back("area " + std::to_string(a.index) + " (" + a.kind +
+            plan.allocation_risks.push_back("area " + std::to_string(a.index) + " (" + to_string(a.kind) +
                                             (a.node ? " " + std::to_string(*a.node) : "") + ", " +
                                             human_size(size) + ") is larger than the " + human_size(room) +
                                             " of " + where +
                                             ": the allocation fails and the kernel disables KHO");
         else if (size > room / 4 * 3)
-            plan.allocation_risks.push_back("area " + std::to_string(a.index) + " (" + a.kind +
+            plan.allocation_risks.push_back("area " + std::to_string(a.index) + " (" + to_string(a.kind) +
                                             (a.node ? " " + std::to_string(*a.node) : "") + ", " +
                                             human_size(size) + ") needs " + human_size(size) +
                                             " contiguous out of " + human_size(room) + " of " + where +
@@ -985,7 +1070,7 @@ void check_allocation(ScratchPlan& plan, const ScratchInputs& in, const Layout& 
     }
     std::uint64_t all = nodes_sum;
     for (const auto& a : plan.areas)
-        if (a.kind != "node") all += a.predicted.value_or(0);
+        if (a.kind != ScratchAreaKind::node) all += a.predicted.value_or(0);
     if (all + r_all > l.ram_total)
         plan.allocation_risks.push_back("the areas (" + human_size(all) + ") and R (" + human_size(r_all) +
                                         ") add up to more than the " + human_size(l.ram_total) +
@@ -1047,7 +1132,7 @@ Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptio
                                      "are what kho=on would give"
                                    : "debugfs is not mounted: the current areas cannot be read";
     }
-    plan.verdict = "exact";
+    plan.verdict = ScratchVerdict::exact;
     const bool have_current = in.current_areas.has_value();
     std::size_t count = point.size();
     if (have_current && plan.prediction_applies) count = std::max(count, in.current_areas->size());
@@ -1065,59 +1150,61 @@ Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptio
         if (have_current && i < in.current_areas->size()) {
             const ScratchArea& a = (*in.current_areas)[i];
             c.actual = a.size;
-            if (c.kind.empty()) {
-                c.kind = a.kind;
+            if (i >= point.size()) {
+                c.kind = area_kind_at(a.index);
                 c.node = a.node;
             }
         }
         if (!plan.prediction_applies || !have_current) {
-            c.verdict = "";
+            c.verdict = std::nullopt;
         } else if (!c.actual) {
-            c.verdict = "missing";
+            c.verdict = ScratchVerdict::missing;
             c.reason = "the model expects this area but debugfs lists only " +
                        std::to_string(in.current_areas->size()) + " areas";
         } else if (!c.predicted) {
-            c.verdict = "unexpected";
+            c.verdict = ScratchVerdict::unexpected;
             c.reason = "debugfs lists an area the model does not expect (node count differs)";
         } else if (*c.actual == *c.predicted) {
-            c.verdict = "exact";
+            c.verdict = ScratchVerdict::exact;
         } else {
             const std::uint64_t diff =
                 *c.actual > *c.predicted ? *c.actual - *c.predicted : *c.predicted - *c.actual;
             const bool in_range = *c.actual >= c.predicted_min && *c.actual <= c.predicted_max;
             if (diff <= plan.rules.align && in_range) {
-                c.verdict = "within-alignment";
-                std::uint64_t unc = c.kind == "lowmem"   ? plan.reserved.low_uncertainty()
-                                    : c.kind == "global" ? plan.reserved.uncertainty()
-                                    : c.node             ? plan.reserved.node_uncertainty(*c.node)
-                                                         : 0;
+                c.verdict = ScratchVerdict::within_alignment;
+                std::uint64_t unc = c.kind == ScratchAreaKind::lowmem   ? plan.reserved.low_uncertainty()
+                                    : c.kind == ScratchAreaKind::global ? plan.reserved.uncertainty()
+                                    : c.node ? plan.reserved.node_uncertainty(*c.node)
+                                             : 0;
                 std::string parts;
                 for (const auto& p : plan.reserved.parts)
-                    if (p.uncertainty && (c.kind != "node" || p.node == c.node))
-                        parts += (parts.empty() ? "" : ", ") + p.name + " +- " + human_size(p.uncertainty);
+                    if (p.uncertainty && (c.kind != ScratchAreaKind::node || p.node == c.node))
+                        parts += (parts.empty() ? "" : ", ") + std::string(to_string(p.kind)) + " +- " +
+                                 human_size(p.uncertainty);
                 c.reason = "debugfs " + human_size(*c.actual) + ", model " + human_size(*c.predicted) +
                            ": R is known to " + "+- " + human_size(unc) + " (" + parts +
                            ") and that straddles a " + human_size(plan.rules.align) + " rounding step";
             } else if (!plan.reserved.unknown.empty() && *c.actual > *c.predicted) {
-                c.verdict = "incomplete";
+                c.verdict = ScratchVerdict::incomplete;
                 std::string list;
                 for (const auto& u : plan.reserved.unknown) list += (list.empty() ? "" : "; ") + u;
                 c.reason = "debugfs " + human_size(*c.actual) + ", model " + human_size(*c.predicted) +
                            ": R is a lower bound, these inputs could not be read: " + list;
             } else {
-                c.verdict = "mismatch";
+                c.verdict = ScratchVerdict::mismatch;
                 c.reason = "debugfs " + human_size(*c.actual) + ", model " + human_size(*c.predicted) +
                            " (range " + human_size(c.predicted_min) + " .. " + human_size(c.predicted_max) +
                            ")";
             }
         }
-        if (!c.verdict.empty()) plan.verdict = verdict_rank_max(plan.verdict, c.verdict);
+        if (c.verdict) plan.verdict = worse_verdict(plan.verdict, *c.verdict);
         plan.areas.push_back(c);
     }
     if (!plan.prediction_applies)
-        plan.verdict = "not-applicable";
+        plan.verdict = ScratchVerdict::not_applicable;
     else if (!have_current)
-        plan.verdict = (in.kho_active || !in.debugfs_mounted) ? "unknown" : "no-kho";
+        plan.verdict =
+            (in.kho_active || !in.debugfs_mounted) ? ScratchVerdict::unknown : ScratchVerdict::no_kho;
     if (!plan.reserved.unknown.empty() && plan.prediction_applies)
         plan.warnings.push_back("R is a lower bound: " + std::to_string(plan.reserved.unknown.size()) +
                                 " input(s) could not be read (see reserved.unknown)");
@@ -1132,7 +1219,7 @@ Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptio
                                 plan.next_early.parts.end());
     bool predicted_areas = false;
     std::vector<ScratchArea> areas = areas_for_fit(plan, in, &predicted_areas);
-    plan.fit_against = predicted_areas ? "predicted" : "current";
+    plan.fit_against = predicted_areas ? ScratchFitAgainst::predicted : ScratchFitAgainst::current;
 
     std::vector<std::uint64_t> used(areas.size(), 0);
     std::uint64_t images_bytes = 0;
@@ -1205,7 +1292,8 @@ Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptio
             free_low += f;
             largest_low = std::max(largest_low, f);
         }
-        if (areas[i].kind == "node" && areas[i].node) free_node[*areas[i].node] = f;
+        if (area_kind_at(areas[i].index) == ScratchAreaKind::node && areas[i].node)
+            free_node[*areas[i].node] = f;
     }
     const std::string against = predicted_areas ? "the predicted areas" : "the current areas";
     std::uint64_t need_low = 0;
@@ -1218,14 +1306,15 @@ Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptio
         if (p.contiguous) {
             const std::uint64_t room = p.low_only ? largest_low : largest_any;
             FitCheck f = capacity_check(
-                p.name + " (" + human_size(p.bytes) + ") in one area" + (p.low_only ? " below 4 GiB" : ""),
+                to_string(p.kind) + (" (" + human_size(p.bytes) + ") in one area") +
+                    (p.low_only ? " below 4 GiB" : ""),
                 p.bytes, room,
                 "memblock allocates it in one piece, and on a KHO boot only from scratch; the largest free "
                 "room in " +
                     against + (p.low_only ? " below 4 GiB" : "") + " is " + human_size(room));
-            if (p.name.rfind("crash", 0) == 0)
+            if (is_crash_kernel(p.kind))
                 f.detail += "; without it the next kernel boots with no crash kernel (crash_size 0)";
-            else if (p.name.rfind("swiotlb", 0) == 0)
+            else if (p.kind == ReservedPartKind::swiotlb_buffer || p.kind == ReservedPartKind::swiotlb_slots)
                 f.detail +=
                     "; without it swiotlb halves its size until it fits, or runs without bounce buffers";
             plan.fits.push_back(f);
@@ -1252,14 +1341,14 @@ Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptio
     Recommendation& rec = plan.recommendation;
     rec.param = plan.rules.param;
     rec.headroom_percent = options.headroom_percent;
-    rec.lowmem.kind = "lowmem";
-    rec.global.kind = "global";
-    rec.pernode.kind = "pernode";
+    rec.lowmem.kind = ScratchAreaKind::lowmem;
+    rec.global.kind = ScratchAreaKind::global;
+    rec.pernode.kind = ScratchAreaKind::node;
     std::uint64_t low_early = 0;
     std::uint64_t global_early = 0;
     std::map<unsigned, std::uint64_t> node_early;
     for (const auto& p : plan.next_early.parts) {
-        const std::string line = p.name + " " + pm(p.bytes, p.uncertainty);
+        const std::string line = to_string(p.kind) + (" " + pm(p.bytes, p.uncertainty));
         if (p.low_only) {
             low_early += p.bytes + p.uncertainty;
             rec.lowmem.why.push_back(line);
@@ -1294,7 +1383,7 @@ Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptio
         }
     for (const auto& p : plan.next_early.parts)
         if (p.node == worst && !p.low_only)
-            rec.pernode.why.push_back(p.name + " " + pm(p.bytes, p.uncertainty));
+            rec.pernode.why.push_back(to_string(p.kind) + (" " + pm(p.bytes, p.uncertainty)));
     if (!rec.pernode.why.empty())
         rec.pernode.why.insert(rec.pernode.why.begin(),
                                "the largest node, " + std::to_string(worst) + ": every node gets this size");
@@ -1359,7 +1448,7 @@ nlohmann::json reserved_json(const ReservedEstimate& e, const std::vector<unsign
     using nlohmann::json;
     json parts = json::array();
     for (const auto& p : e.parts)
-        parts.push_back({{"name", p.name},
+        parts.push_back({{"name", to_string(p.kind)},
                          {"source", p.source},
                          {"bytes", p.bytes},
                          {"uncertainty", p.uncertainty},
@@ -1404,18 +1493,18 @@ nlohmann::json to_json(const ScratchPlan& plan) {
     json areas = json::array();
     for (const auto& a : plan.areas)
         areas.push_back({{"index", a.index},
-                         {"kind", a.kind},
+                         {"kind", to_string(a.kind)},
                          {"node", opt_node(a.node)},
                          {"predicted", opt_u64(a.predicted)},
                          {"predicted_min", a.predicted_min},
                          {"predicted_max", a.predicted_max},
                          {"actual", opt_u64(a.actual)},
-                         {"verdict", a.verdict.empty() ? json(nullptr) : json(a.verdict)},
+                         {"verdict", a.verdict ? json(to_string(*a.verdict)) : json(nullptr)},
                          {"reason", a.reason},
                          {"formula", a.formula}});
     out["prediction"] = {{"applies", plan.prediction_applies},
                          {"note", plan.prediction_note},
-                         {"verdict", plan.verdict},
+                         {"verdict", to_string(plan.verdict)},
                          {"areas", areas},
                          {"allocation_risks", plan.allocation_risks}};
 
@@ -1441,7 +1530,7 @@ nlohmann::json to_json(const ScratchPlan& plan) {
                   {"shortfall", plan.images->shortfall},
                   {"segments", segs}};
     }
-    out["next"] = {{"against", plan.fit_against},
+    out["next"] = {{"against", to_string(plan.fit_against)},
                    {"cmdline", plan.next_cmdline},
                    {"images", images},
                    {"images_note", plan.images_note},
@@ -1480,7 +1569,7 @@ std::string format_scratch_plan(const ScratchPlan& plan) {
       << pm(plan.reserved.low(), plan.reserved.low_uncertainty()) << "):\n";
     for (const auto& p : plan.reserved.parts) {
         char line[160];
-        std::snprintf(line, sizeof line, "  %-44s %14s  %-8s ", p.name.c_str(),
+        std::snprintf(line, sizeof line, "  %-44s %14s  %-8s ", to_string(p.kind),
                       pm(p.bytes, p.uncertainty).c_str(), node_name(p.node).c_str());
         o << line << p.source << "\n";
     }
@@ -1494,18 +1583,17 @@ std::string format_scratch_plan(const ScratchPlan& plan) {
     o << ":\n";
     for (const auto& a : plan.areas) {
         char line[200];
-        std::string name = a.kind + (a.node ? " " + std::to_string(*a.node) : "");
+        std::string name = to_string(a.kind) + (a.node ? " " + std::to_string(*a.node) : "");
         std::snprintf(line, sizeof line, "  [%u] %-8s predicted %-10s debugfs %-10s %s", a.index,
                       name.c_str(), a.predicted ? human_size(*a.predicted).c_str() : "-",
-                      a.actual ? human_size(*a.actual).c_str() : "-", a.verdict.c_str());
+                      a.actual ? human_size(*a.actual).c_str() : "-", a.verdict ? to_string(*a.verdict) : "");
         o << line << "\n      " << a.formula << "\n";
         if (!a.reason.empty()) o << "      " << a.reason << "\n";
     }
-    o << "  verdict: " << plan.verdict << "\n";
+    o << "  verdict: " << to_string(plan.verdict) << "\n";
     for (const auto& r : plan.allocation_risks) o << "  risk: " << r << "\n";
 
-    o << "\nNext kexec, against " << (plan.fit_against == "current" ? "the current" : "the predicted")
-      << " areas:\n";
+    o << "\nNext kexec, against the " << to_string(plan.fit_against) << " areas:\n";
     o << "  images: " << plan.images_note << "\n";
     for (const auto& f : plan.fits) {
         o << "  " << (f.ok ? "ok  " : (f.fatal ? "FAIL" : "warn")) << " " << f.what << ": need "
@@ -1517,7 +1605,8 @@ std::string format_scratch_plan(const ScratchPlan& plan) {
     const Recommendation& r = plan.recommendation;
     o << "\nRecommended for the next cold boot: " << r.word << "\n";
     for (const RecommendedArea* a : {&r.lowmem, &r.global, &r.pernode}) {
-        o << "  " << a->kind << ": " << human_size(a->size) << " (need " << human_size(a->need) << ")\n";
+        o << "  " << param_field(a->kind) << ": " << human_size(a->size) << " (need " << human_size(a->need)
+          << ")\n";
         for (const auto& w : a->why) o << "      " << w << "\n";
     }
     o << "  total " << human_size(r.total) << " (the default 200% would reserve "

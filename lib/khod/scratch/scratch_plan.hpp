@@ -89,9 +89,40 @@ Result<void> apply_scratch_value(ScratchParam& param, const std::optional<std::s
                                  const ScratchRules& rules);
 ScratchParam parse_scratch_param(const Cmdline& cmdline, const ScratchRules& rules);
 
+// The pieces of R the model knows. to_string() is the name people see.
+enum class ReservedPartKind {
+    kernel_image,
+    kernel_brk,
+    initrd,
+    setup_data,
+    real_mode_trampoline,
+    memmap,
+    vmemmap_tables,  // vmemmap page tables, section roots and usemaps
+    mem_section_roots,
+    node_data,
+    percpu_first_chunk,
+    swiotlb_buffer,
+    swiotlb_slots,
+    crash_kernel_below_4g,  // measured in /proc/iomem
+    crash_kernel_above_4g,
+    crash_kernel_requested,  // crashkernel= of another command line
+    crash_kernel_high,
+    crash_kernel_low_of_high,
+    crash_kernel_cma,
+    cma_areas,
+    hash_tables,
+    printk_buffer,
+    direct_map_tables,
+    kfence,
+    other_small,
+};
+const char* to_string(ReservedPartKind kind);  // "kernel image", "swiotlb bounce buffer", ...
+// Every form of the crash kernel reservation, CMA included.
+bool is_crash_kernel(ReservedPartKind kind);
+
 // One piece of R as userspace sees it.
 struct ReservedPart {
-    std::string name;
+    ReservedPartKind kind = ReservedPartKind::other_small;
     std::string source;  // where the number comes from
     std::uint64_t bytes = 0;
     std::uint64_t uncertainty = 0;  // the kernel's number is within bytes +- uncertainty
@@ -124,9 +155,17 @@ struct SizingR {
     std::map<unsigned, std::uint64_t> node;
 };
 
+// The kernel's scratch array: the lowmem area, the global one, then one per node.
+enum class ScratchAreaKind { lowmem, global, node };
+const char* to_string(ScratchAreaKind kind);  // "lowmem", "global", "node"
+// The kho_scratch=L,G,P field that sizes areas of this kind: "lowmem", "global", "pernode".
+const char* param_field(ScratchAreaKind kind);
+// The kind of the area at this index of the kernel's array.
+ScratchAreaKind area_kind_at(unsigned index);
+
 struct AreaSize {
     unsigned index = 0;
-    std::string kind;  // "lowmem", "global", "node"
+    ScratchAreaKind kind = ScratchAreaKind::lowmem;
     std::optional<unsigned> node;
     std::uint64_t size = 0;
     std::string formula;  // the arithmetic, for people
@@ -138,19 +177,35 @@ struct AreaSize {
 std::vector<AreaSize> compute_area_sizes(const ScratchRules& rules, const ScratchParam& param,
                                          const SizingR& r, const std::vector<unsigned>& nodes);
 
+// How this boot's areas compare with the model, best first (a plan's verdict
+// is the worst of its areas'): "exact"; "within-alignment" (R's uncertainty
+// straddles a rounding step); "incomplete" (debugfs is larger and some inputs
+// were unreadable); "missing"/"unexpected" (the area counts differ);
+// "mismatch". The last three are for a plan with nothing to compare:
+// "not-applicable" (a KHO boot), "unknown" (no areas readable), "no-kho".
+enum class ScratchVerdict {
+    exact,
+    within_alignment,
+    incomplete,
+    missing,
+    unexpected,
+    mismatch,
+    not_applicable,
+    unknown,
+    no_kho,
+};
+const char* to_string(ScratchVerdict verdict);
+
 // One area: what the model says, what debugfs says.
 struct AreaCheck {
     unsigned index = 0;
-    std::string kind;
+    ScratchAreaKind kind = ScratchAreaKind::lowmem;
     std::optional<unsigned> node;
     std::optional<std::uint64_t> predicted;
     std::uint64_t predicted_min = 0;  // with R at the low end of its uncertainty
     std::uint64_t predicted_max = 0;
     std::optional<std::uint64_t> actual;
-    // "exact"; "within-alignment" (R's uncertainty straddles a rounding step);
-    // "incomplete" (debugfs is larger and some inputs were unreadable);
-    // "missing"/"unexpected" (the area counts differ); "mismatch".
-    std::string verdict;
+    std::optional<ScratchVerdict> verdict;  // none: nothing to compare with
     std::string reason;
     std::string formula;
 };
@@ -167,7 +222,7 @@ struct FitCheck {
 };
 
 struct RecommendedArea {
-    std::string kind;  // "lowmem", "global", "pernode"
+    ScratchAreaKind kind = ScratchAreaKind::lowmem;
     std::uint64_t need = 0;
     std::uint64_t size = 0;  // need plus headroom, rounded to the alignment
     std::vector<std::string> why;
@@ -183,6 +238,10 @@ struct Recommendation {
     std::uint64_t default_total = 0;  // what the default 200% would reserve on the next cold boot
     std::vector<std::string> notes;
 };
+
+// Which areas the next kexec was checked against.
+enum class ScratchFitAgainst { current, predicted };
+const char* to_string(ScratchFitAgainst against);  // "current", "predicted"
 
 struct ScratchPlanOptions {
     unsigned headroom_percent = 25;
@@ -206,11 +265,11 @@ struct ScratchPlan {
     bool prediction_applies = true;
     std::string prediction_note;
     std::vector<AreaCheck> areas;
-    std::string verdict;  // worst of the areas' verdicts, or "not-applicable" / "no-kho"
-    std::vector<std::string> allocation_risks;  // areas larger than the memory that could hold them
+    ScratchVerdict verdict = ScratchVerdict::exact;  // worst of the areas' verdicts, or one for the plan
+    std::vector<std::string> allocation_risks;       // areas larger than the memory that could hold them
 
     // The next kexec, in the current areas (or the predicted ones when KHO is off).
-    std::string fit_against;  // "current" or "predicted"
+    ScratchFitAgainst fit_against = ScratchFitAgainst::current;
     std::optional<Placement> images;
     std::string images_note;
     ReservedEstimate next_early;  // early allocations of the next kernel
