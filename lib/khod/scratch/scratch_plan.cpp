@@ -421,18 +421,6 @@ struct Layout {
     }
 };
 
-ReservedPart part(ReservedPartKind kind, std::string source, std::uint64_t bytes,
-                  std::optional<unsigned> node, std::uint64_t below_4g, std::uint64_t uncertainty = 0) {
-    ReservedPart p;
-    p.kind = kind;
-    p.source = std::move(source);
-    p.bytes = bytes;
-    p.node = node;
-    p.below_4g = below_4g;
-    p.uncertainty = uncertainty;
-    return p;
-}
-
 // Node-bound allocations on a memoryless node fall back without a node
 // (memblock_alloc_range_nid() reserves the fallback with NUMA_NO_NODE).
 std::optional<unsigned> alloc_node(const Layout& l, unsigned node) {
@@ -588,391 +576,574 @@ std::map<unsigned, std::uint64_t> pages_per_group(const std::vector<std::pair<st
     return m;
 }
 
+// What every estimator reads: the machine, the command line it estimates
+// for, and the running kernel's own line (for which measured values win).
+struct EstimateContext {
+    const ScratchInputs& in;
+    const Layout& layout;
+    const Cmdline& cmdline;
+    const Cmdline running;
+    const bool same_line;
+    // Where the low reservations made before NUMA init land: the node of address 0.
+    const std::optional<unsigned> first_node;
+
+    EstimateContext(const ScratchInputs& inputs, const Layout& l, const Cmdline& line)
+        : in(inputs),
+          layout(l),
+          cmdline(line),
+          running(Cmdline::parse(inputs.cmdline)),
+          same_line(line.str() == running.str()),
+          first_node(inputs.nodes.empty()
+                         ? std::nullopt
+                         : std::optional<unsigned>(l.node_of(0).value_or(inputs.nodes.front().id))) {}
+
+    std::uint64_t top_down_low(std::uint64_t bytes, std::optional<unsigned> node) const {
+        return layout.top_down_low(bytes, node);
+    }
+};
+
+using Estimator = void (*)(const EstimateContext&, ReservedEstimate&);
+
+// Loaded by the boot loader (or by kexec): reserved before NUMA init.
+void estimate_kernel_image(const EstimateContext& c, ReservedEstimate& e) {
+    if (!c.in.kernel_image) {
+        e.unknown.push_back("kernel image (/proc/iomem)");
+        return;
+    }
+    const PhysRange img = *c.in.kernel_image;
+    const std::optional<unsigned> node = c.layout.node_of(img.start);
+    e.parts.push_back({.kind = ReservedPartKind::kernel_image,
+                       .source = "/proc/iomem: Kernel code .. Kernel bss",
+                       .bytes = img.size(),
+                       .node = node,
+                       .below_4g = Layout::below_4g(img),
+                       .loaded = true});
+    // reserve_brk(): the used part of .brk, not visible from userspace.
+    e.parts.push_back({.kind = ReservedPartKind::kernel_brk,
+                       .source = "not visible; 64 KiB assumed (68 KiB on the 7.2.13 test kernel)",
+                       .bytes = 64 * kKiB,
+                       .uncertainty = 64 * kKiB,
+                       .node = node,
+                       .below_4g = img.end <= k4GiB ? 64 * kKiB : 0,
+                       .loaded = true});
+}
+
+// The initrd and setup_data, loaded next to the kernel.
+void estimate_boot_params(const EstimateContext& c, ReservedEstimate& e) {
+    if (!c.in.boot_params) {
+        e.unknown.push_back("initrd and setup_data (/sys/kernel/boot_params)");
+        return;
+    }
+    if (const auto& initrd = c.in.initrd)
+        e.parts.push_back({.kind = ReservedPartKind::initrd,
+                           .source = "/sys/kernel/boot_params/data (ramdisk_image, ramdisk_size)",
+                           .bytes = initrd->size(),
+                           .node = c.layout.node_of(initrd->start),
+                           .below_4g = Layout::below_4g(*initrd),
+                           .loaded = true});
+    std::uint64_t setup_data = 0;
+    for (auto bytes : c.in.setup_data) setup_data += bytes;
+    if (setup_data)
+        // sysfs does not show where setup_data lives; loaders put it low.
+        e.parts.push_back(
+            {.kind = ReservedPartKind::setup_data,
+             .source = "/sys/kernel/boot_params/setup_data/*/size, placed below 4 GiB (assumed)",
+             .bytes = setup_data,
+             .node = c.first_node,
+             .below_4g = setup_data,
+             .loaded = true});
+}
+
+// reserve_real_mode(): below 1 MiB, before NUMA init.
+void estimate_real_mode(const EstimateContext& c, ReservedEstimate& e) {
+    e.parts.push_back({.kind = ReservedPartKind::real_mode_trampoline,
+                       .source = "24 KiB below 1 MiB (7.2.13 x86_64)",
+                       .bytes = 24 * kKiB,
+                       .uncertainty = 4 * kKiB,
+                       .node = c.first_node,
+                       .below_4g = 24 * kKiB,
+                       .low_only = true});
+}
+
+// The memory sections present at boot and how many each node has.
+struct BootSections {
+    std::vector<std::pair<std::uint64_t, unsigned>> list;  // (section number, node), by number
+    std::map<unsigned, std::uint64_t> per_node;
+};
+
+BootSections boot_sections(const EstimateContext& c) {
+    BootSections s;
+    s.list = sections(c.in, c.layout);
+    for (const auto& [idx, node] : s.list) ++s.per_node[node];
+    return s;
+}
+
+// struct pages: /proc/vmstat says how many the boot made, the sections say on which node.
+void estimate_memmap(const EstimateContext& c, const BootSections& secs, ReservedEstimate& e) {
+    const std::uint64_t total_secs = secs.list.size();
+    std::uint64_t per_section = 2 * kMiB;  // 32768 struct pages of 64 bytes
+    std::uint64_t spread_uncertainty = 0;
+    std::string source = "/proc/vmstat nr_memmap_boot_pages, split by the node's memory sections";
+    if (c.in.memmap_boot_pages) {
+        const std::uint64_t total = *c.in.memmap_boot_pages * kPage;
+        per_section = total / total_secs;
+        if (total % total_secs != 0 || (c.in.memmap_pages && *c.in.memmap_pages != 0)) {
+            // Hot-added memory blocks: which sections were there at boot is unknown.
+            spread_uncertainty = c.in.memmap_pages ? *c.in.memmap_pages * kPage : per_section;
+            source += " (memory was hot-added: the split between nodes is approximate)";
+        }
+    } else {
+        source = "2 MiB per 128 MiB section (no nr_memmap_boot_pages in /proc/vmstat)";
+        spread_uncertainty = total_secs * per_section / 8;
+        e.unknown.push_back("nr_memmap_boot_pages (/proc/vmstat)");
+    }
+    for (const auto& [node, count] : secs.per_node) {
+        const auto n = alloc_node(c.layout, node);
+        const std::uint64_t bytes = count * per_section;
+        e.parts.push_back({.kind = ReservedPartKind::memmap,
+                           .source = source,
+                           .bytes = bytes,
+                           .uncertainty = spread_uncertainty,
+                           .node = n,
+                           .below_4g = c.top_down_low(bytes, n)});
+    }
+}
+
+// vmemmap page tables: a PMD page per 512 sections (1 GiB of struct pages),
+// a PUD page per 512 GiB of them, and with 5-level paging a P4D page.
+// sparse_index_alloc(): 4 KiB per 256 sections; usemap: 88 bytes per section.
+void estimate_vmemmap_tables(const EstimateContext& c, const BootSections& secs, ReservedEstimate& e) {
+    auto pmd = pages_per_group(secs.list, 512);
+    auto pud = pages_per_group(secs.list, 512ull * 512);
+    auto p4d = pages_per_group(secs.list, 512ull * 512 * 512);
+    auto roots = pages_per_group(secs.list, 256);
+    const bool five = c.in.five_level.value_or(true);
+    for (const auto& [node, count] : secs.per_node) {
+        const auto n = alloc_node(c.layout, node);
+        const std::uint64_t tables = pmd[node] + pud[node] + (five ? p4d[node] : 0);
+        const std::uint64_t bytes = tables + roots[node] + count * 88;
+        e.parts.push_back({.kind = ReservedPartKind::vmemmap_tables,
+                           .source = "computed from the sections present (7.2.13 sizes)",
+                           .bytes = bytes,
+                           .uncertainty = kPage,
+                           .node = n,
+                           .below_4g = c.top_down_low(bytes, n)});
+    }
+}
+
+// mem_section[]: NR_SECTION_ROOTS pointers, 2^(MAX_PHYSMEM_BITS-27)/256.
+void estimate_mem_section_roots(const EstimateContext& c, ReservedEstimate& e) {
+    const bool five = c.in.five_level.value_or(true);
+    const std::uint64_t bytes = five ? 1 * kMiB : 16 * kKiB;
+    e.parts.push_back({.kind = ReservedPartKind::mem_section_roots,
+                       .source = c.in.five_level ? std::string("/proc/cpuinfo ") + (five ? "la57" : "no la57")
+                                                 : "5-level paging assumed",
+                       .bytes = bytes,
+                       .uncertainty = c.in.five_level ? 0 : 1 * kMiB - 16 * kKiB,
+                       .node = std::nullopt,
+                       .below_4g = c.top_down_low(bytes, std::nullopt)});
+}
+
+// The sparse memory model: memmap, vmemmap page tables, section roots, usemaps.
+void estimate_sparse_model(const EstimateContext& c, ReservedEstimate& e) {
+    const BootSections secs = boot_sections(c);
+    if (secs.list.empty()) return;
+    estimate_memmap(c, secs, e);
+    estimate_vmemmap_tables(c, secs, e);
+    estimate_mem_section_roots(c, e);
+}
+
+// NODE_DATA: one pg_data_t per online node, on the node when it has memory.
+void estimate_node_data(const EstimateContext& c, ReservedEstimate& e) {
+    for (const auto& n : c.in.nodes) {
+        if (!n.online) continue;
+        const auto node = alloc_node(c.layout, n.id);
+        e.parts.push_back({.kind = ReservedPartKind::node_data,
+                           .source = "sizeof(pg_data_t) of the 7.2.13 test kernel (16512 bytes)",
+                           .bytes = 16512,
+                           .uncertainty = 4 * kKiB,
+                           .node = node,
+                           .below_4g = c.top_down_low(16512, node)});
+    }
+}
+
+// The percpu first chunk from the static size in kallsyms: one unit per
+// possible CPU, on the CPU's node.
+void percpu_from_kallsyms(const EstimateContext& c, ReservedEstimate& e) {
+    const std::uint64_t reserved = c.in.modules.value_or(true) ? 8 * kKiB : 0;
+    const std::uint64_t unit = page_align(*c.in.percpu_static + reserved + 28 * kKiB);
+    std::map<std::optional<unsigned>, std::uint64_t> by_node;
+    const auto cpu_nodes = c.layout.cpu_nodes();
+    for (unsigned cpu : c.in.possible_cpus) {
+        auto it = cpu_nodes.find(cpu);
+        by_node[it == cpu_nodes.end() ? std::nullopt : alloc_node(c.layout, it->second)] += unit;
+    }
+    for (const auto& [node, bytes] : by_node)
+        e.parts.push_back({.kind = ReservedPartKind::percpu_first_chunk,
+                           .source = "/proc/kallsyms __per_cpu_end - __per_cpu_start (" +
+                                     std::to_string(*c.in.percpu_static) + ") + " + std::to_string(reserved) +
+                                     " reserved + 28672 dynamic, page-aligned, x " +
+                                     std::to_string(bytes / unit) + " possible CPU(s)",
+                           .bytes = bytes,
+                           .node = node,
+                           .below_4g = c.top_down_low(bytes, node)});
+}
+
+// Percpu in /proc/meminfo also counts chunks added since boot: an upper bound.
+void percpu_from_meminfo(const EstimateContext& c, ReservedEstimate& e) {
+    const std::uint64_t bytes = *c.in.percpu_meminfo;
+    e.parts.push_back({.kind = ReservedPartKind::percpu_first_chunk,
+                       .source = "/proc/meminfo Percpu (an upper bound: it grows after boot)",
+                       .bytes = bytes,
+                       .uncertainty = bytes / 2,
+                       .node = c.first_node,
+                       .below_4g = c.top_down_low(bytes, c.first_node)});
+}
+
+void estimate_percpu(const EstimateContext& c, ReservedEstimate& e) {
+    if (c.in.percpu_static && !c.in.possible_cpus.empty())
+        percpu_from_kallsyms(c, e);
+    else if (c.in.percpu_meminfo)
+        percpu_from_meminfo(c, e);
+    else
+        e.unknown.push_back("percpu size (/proc/kallsyms or /proc/meminfo)");
+}
+
+// swiotlb's 2 KiB slabs: measured for the running kernel's swiotlb=, from
+// the command line otherwise.
+struct SwiotlbSize {
+    bool known = false;  // plain values, not an optional: g++ 12 misreads optionals here
+    std::uint64_t nslabs = 0;
+    std::string source;
+};
+
+SwiotlbSize swiotlb_size(const EstimateContext& c) {
+    SwiotlbSize s{.known = c.in.swiotlb_nslabs.has_value(),
+                  .nslabs = c.in.swiotlb_nslabs.value_or(0),
+                  .source = "debugfs swiotlb/io_tlb_nslabs"};
+    const auto want = c.cmdline.value("swiotlb");
+    if (c.same_line || want == c.running.value("swiotlb")) return s;
+    s.known = true;
+    s.nslabs = 32768;  // IO_TLB_DEFAULT_SIZE 64 MiB
+    s.source = "default 64 MiB";
+    if (!want) return s;
+    s.source = "swiotlb=" + *want;
+    if (want->find("noforce") != std::string::npos)
+        s.nslabs = 0;
+    else if (auto m = memparse(*want); m && m->value)
+        s.nslabs = (m->value + 127) & ~127ull;  // ALIGN(IO_TLB_SEGSIZE)
+    return s;
+}
+
+// swiotlb: the bounce buffer below 4 GiB, its slot array and areas anywhere.
+void estimate_swiotlb(const EstimateContext& c, ReservedEstimate& e) {
+    const SwiotlbSize s = swiotlb_size(c);
+    if (!s.known) {
+        e.unknown.push_back("swiotlb size (debugfs swiotlb/io_tlb_nslabs)");
+        return;
+    }
+    if (!s.nslabs) return;
+    const std::uint64_t buffer = page_align(s.nslabs << 11);
+    e.parts.push_back({.kind = ReservedPartKind::swiotlb_buffer,
+                       .source = s.source,
+                       .bytes = buffer,
+                       .node = std::nullopt,
+                       .below_4g = buffer,
+                       .low_only = true,
+                       .contiguous = true});
+    std::uint64_t nareas = pow2_up(std::max<std::uint64_t>(c.in.possible_cpus.size(), 1));
+    while (nareas > 1 && s.nslabs < nareas * 128) nareas >>= 1;
+    const std::uint64_t slots = page_align(s.nslabs * 24) + nareas * 16;
+    e.parts.push_back({.kind = ReservedPartKind::swiotlb_slots,
+                       .source = s.source + " x 24 bytes",
+                       .bytes = slots,
+                       .node = std::nullopt,
+                       .below_4g = c.top_down_low(slots, std::nullopt)});
+}
+
+// The running kernel's crash kernel, as /proc/iomem and sysfs show it.
+void crash_kernel_measured(const EstimateContext& c, ReservedEstimate& e) {
+    for (const auto& r : c.in.crash_kernel) {
+        const bool low = r.end <= k4GiB;
+        e.parts.push_back(
+            {.kind = low ? ReservedPartKind::crash_kernel_below_4g : ReservedPartKind::crash_kernel_above_4g,
+             .source = "/proc/iomem Crash kernel " + hex(r.start) + "-" + hex(r.end - 1),
+             .bytes = r.size(),
+             .node = std::nullopt,
+             .below_4g = Layout::below_4g(r),
+             .low_only = low,
+             .contiguous = true});
+    }
+    for (const auto& r : c.in.crash_cma)
+        e.parts.push_back({.kind = ReservedPartKind::crash_kernel_cma,
+                           .source = "/sys/kernel/kexec/crash_cma_ranges",
+                           .bytes = r.size(),
+                           .node = std::nullopt,
+                           .below_4g = Layout::below_4g(r),
+                           .contiguous = true});
+}
+
+std::uint64_t bytes_of(const ReservedEstimate& e, ReservedPartKind kind) {
+    std::uint64_t bytes = 0;
+    for (const auto& p : e.parts)
+        if (p.kind == kind) bytes = p.bytes;
+    return bytes;
+}
+
+// Another command line's crashkernel=; its default low part depends on swiotlb.
+void crash_kernel_requested(const EstimateContext& c, ReservedEstimate& e) {
+    const CrashRequest r =
+        parse_crash_request(c.cmdline, c.layout.ram_total, bytes_of(e, ReservedPartKind::swiotlb_buffer));
+    if (!r.note.empty()) e.unknown.push_back(r.note);
+    if (r.size)
+        e.parts.push_back(
+            {.kind = r.high ? ReservedPartKind::crash_kernel_high : ReservedPartKind::crash_kernel_requested,
+             .source = "crashkernel= on the command line (the kernel tries below 4 GiB first)",
+             .bytes = r.size,
+             .node = std::nullopt,
+             .below_4g = r.high ? 0 : r.size,
+             .low_only = !r.high,
+             .contiguous = true});
+    if (r.high && r.low)
+        e.parts.push_back({.kind = ReservedPartKind::crash_kernel_low_of_high,
+                           .source = "crashkernel=,low or its default",
+                           .bytes = r.low,
+                           .node = std::nullopt,
+                           .below_4g = r.low,
+                           .low_only = true,
+                           .contiguous = true});
+    if (r.cma)
+        e.parts.push_back({.kind = ReservedPartKind::crash_kernel_cma,
+                           .source = "crashkernel=,cma on the command line",
+                           .bytes = r.cma,
+                           .node = std::nullopt,
+                           .below_4g = c.top_down_low(r.cma, std::nullopt),
+                           .contiguous = true});
+}
+
+// crashkernel=: the running kernel's reservation is in /proc/iomem.
+void estimate_crash_kernel(const EstimateContext& c, ReservedEstimate& e) {
+    if (c.same_line || c.cmdline.value("crashkernel") == c.running.value("crashkernel"))
+        crash_kernel_measured(c, e);
+    else
+        crash_kernel_requested(c, e);
+}
+
+// Other CMA areas (cma=, hugetlb_cma=): CmaTotal minus the crash kernel's.
+void estimate_other_cma(const EstimateContext& c, ReservedEstimate& e) {
+    if (!c.in.cma_total) return;
+    std::uint64_t crash_cma = 0;
+    for (const auto& r : c.in.crash_cma) crash_cma += r.size();
+    if (*c.in.cma_total <= crash_cma) return;
+    const std::uint64_t bytes = *c.in.cma_total - crash_cma;
+    e.parts.push_back({.kind = ReservedPartKind::cma_areas,
+                       .source = "/proc/meminfo CmaTotal",
+                       .bytes = bytes,
+                       .node = std::nullopt,
+                       .below_4g = c.top_down_low(bytes, std::nullopt)});
+}
+
+// fixup_hashdist() turns hashdist off with a single memory node.
+bool hashdist(const EstimateContext& c) {
+    const bool numa = c.layout.memory_nodes.size() > 1;
+    if (auto h = c.cmdline.value("hashdist"); h && numa) return kstrtobool(*h).value_or(true);
+    return numa;
+}
+
+// dentry and inode hash tables: memblock only while hashdist is off.
+void estimate_hash_tables(const EstimateContext& c, ReservedEstimate& e) {
+    if (hashdist(c)) return;
+    std::uint64_t before = 0;  // reserved when free_area_init() counts nr_kernel_pages
+    for (const auto& p : e.parts)
+        if (p.loaded || p.kind == ReservedPartKind::memmap || is_crash_kernel(p.kind)) before += p.bytes;
+    const std::uint64_t ram = c.layout.ram_total;
+    const std::uint64_t pages = (ram > before ? ram - before : 0) / kPage;
+    const auto dentries = cmdline_number(c.cmdline, "dhash_entries").value_or(0);
+    const auto ientries = cmdline_number(c.cmdline, "ihash_entries").value_or(0);
+    auto both = [&](std::uint64_t n) {
+        return hash_table_bytes(n, 8, 13, 2, dentries) + hash_table_bytes(n, 8, 14, 0, ientries);
+    };
+    const std::uint64_t mid = both(pages);
+    const std::uint64_t lo = both(pages - pages / 50);
+    const std::uint64_t hi = both(pages + pages / 50);
+    e.parts.push_back({.kind = ReservedPartKind::hash_tables,
+                       .source = "alloc_large_system_hash() from " + std::to_string(pages) +
+                                 " free pages (one memory node: hashdist off)",
+                       .bytes = mid,
+                       .uncertainty = std::max(mid - std::min(lo, mid), std::max(hi, mid) - mid),
+                       .node = std::nullopt,
+                       .below_4g = c.top_down_low(mid, std::nullopt)});
+}
+
+// The printk buffer: allocated when log_buf_len= or the CPU count asks for
+// more than the static one (LOG_BUF_SHIFT 18, LOG_CPU_MAX_BUF_SHIFT 12 assumed).
+void estimate_printk_buffer(const EstimateContext& c, ReservedEstimate& e) {
+    constexpr std::uint64_t static_len = 256 * kKiB;
+    const std::uint64_t cpus = c.in.possible_cpus.size();
+    std::uint64_t len = 0;
+    std::string source;
+    if (auto v = cmdline_number(c.cmdline, "log_buf_len"); v && *v > static_len) {
+        len = pow2_up(*v);
+        source = "log_buf_len= on the command line";
+    } else if (cpus > 1 && (cpus - 1) * 4 * kKiB > static_len / 2) {
+        len = pow2_up(static_len + (cpus - 1) * 4 * kKiB);
+        source = std::to_string(cpus) + " possible CPUs x 4 KiB";
+    }
+    if (!len) return;
+    // text + descriptors (24 bytes) + infos (88 bytes) per 32 bytes of text
+    const std::uint64_t bytes = len + len / 32 * 24 + len / 32 * 88;
+    e.parts.push_back({.kind = ReservedPartKind::printk_buffer,
+                       .source = source + " (static buffer of 256 KiB assumed)",
+                       .bytes = bytes,
+                       .uncertainty = bytes / 2,
+                       .node = std::nullopt,
+                       .below_4g = c.top_down_low(bytes, std::nullopt)});
+}
+
+// Direct-map page tables beyond the early brk buffer.
+void estimate_direct_map_tables(const EstimateContext& c, ReservedEstimate& e) {
+    std::uint64_t pages = div_up(c.layout.ram_top, 512 * kGiB);
+    if (!c.in.gbpages.value_or(true)) pages += div_up(c.layout.ram_top, kGiB);
+    pages = pages > 6 ? pages - 6 : 0;
+    if (!pages) return;
+    const std::uint64_t bytes = pages * kPage;
+    e.parts.push_back({.kind = ReservedPartKind::direct_map_tables,
+                       .source = "estimated from the top of memory",
+                       .bytes = bytes,
+                       .uncertainty = bytes,
+                       .node = std::nullopt,
+                       .below_4g = c.top_down_low(bytes, std::nullopt)});
+}
+
+void estimate_kfence(const EstimateContext& c, ReservedEstimate& e) {
+    if (!c.in.kfence) return;
+    const std::uint64_t bytes = 2 * kMiB + 320 * kKiB;
+    e.parts.push_back({.kind = ReservedPartKind::kfence,
+                       .source = "/sys/module/kfence (255 objects assumed)",
+                       .bytes = bytes,
+                       .uncertainty = 128 * kKiB,
+                       .node = std::nullopt,
+                       .below_4g = c.top_down_low(bytes, std::nullopt)});
+}
+
+void estimate_other_small(const EstimateContext& c, ReservedEstimate& e) {
+    const std::uint64_t bytes = 32 * kKiB;
+    e.parts.push_back({.kind = ReservedPartKind::other_small,
+                       .source =
+                           "estimated (about 30 KiB on the 7.2.13 test kernel: fixmap page tables, e820 "
+                           "firmware map, percpu metadata)",
+                       .bytes = bytes,
+                       .uncertainty = 32 * kKiB,
+                       .node = std::nullopt,
+                       .below_4g = c.top_down_low(bytes, std::nullopt)});
+}
+
+// Without "Kernel bss" in /proc/iomem the image is short by the bss.
+void note_missing_bss(const EstimateContext& c, ReservedEstimate& e) {
+    if (auto it = c.in.missing.find("kernel bss"); it != c.in.missing.end()) e.unknown.push_back(it->second);
+}
+
+// In this order: the crash kernel's default low part reads swiotlb's size,
+// and the hash tables read what was reserved before them.
+constexpr Estimator kEstimators[] = {
+    estimate_kernel_image, estimate_boot_params, estimate_real_mode,     estimate_sparse_model,
+    estimate_node_data,    estimate_percpu,      estimate_swiotlb,       estimate_crash_kernel,
+    estimate_other_cma,    estimate_hash_tables, estimate_printk_buffer, estimate_direct_map_tables,
+    estimate_kfence,       estimate_other_small, note_missing_bss,
+};
+
 }  // namespace
 
 ReservedEstimate estimate_reserved(const ScratchInputs& in, const Cmdline& cmdline) {
+    const Layout layout(in);
+    const EstimateContext context(in, layout, cmdline);
     ReservedEstimate e;
-    Layout l(in);
-    const Cmdline running = Cmdline::parse(in.cmdline);
-    const bool same_line = cmdline.str() == running.str();
-    const std::optional<unsigned> first_node =
-        in.nodes.empty() ? std::nullopt : std::optional<unsigned>(l.node_of(0).value_or(in.nodes.front().id));
-
-    // Loaded by the boot loader (or by kexec): reserved before NUMA init.
-    if (in.kernel_image) {
-        PhysRange img = *in.kernel_image;
-        auto p = part(ReservedPartKind::kernel_image, "/proc/iomem: Kernel code .. Kernel bss", img.size(),
-                      l.node_of(img.start), Layout::below_4g(img));
-        p.loaded = true;
-        e.parts.push_back(p);
-        // reserve_brk(): the used part of .brk, not visible from userspace.
-        auto brk = part(ReservedPartKind::kernel_brk,
-                        "not visible; 64 KiB assumed (68 KiB on the 7.2.13 test kernel)", 64 * kKiB,
-                        l.node_of(img.start), img.end <= k4GiB ? 64 * kKiB : 0, 64 * kKiB);
-        brk.loaded = true;
-        e.parts.push_back(brk);
-    } else {
-        e.unknown.push_back("kernel image (/proc/iomem)");
-    }
-    if (in.boot_params) {
-        if (in.initrd) {
-            auto p =
-                part(ReservedPartKind::initrd, "/sys/kernel/boot_params/data (ramdisk_image, ramdisk_size)",
-                     in.initrd->size(), l.node_of(in.initrd->start), Layout::below_4g(*in.initrd));
-            p.loaded = true;
-            e.parts.push_back(p);
-        }
-        std::uint64_t sd = 0;
-        for (auto s : in.setup_data) sd += s;
-        if (sd) {
-            // sysfs does not show where setup_data lives; loaders put it low.
-            auto p = part(ReservedPartKind::setup_data,
-                          "/sys/kernel/boot_params/setup_data/*/size, placed below 4 GiB (assumed)", sd,
-                          first_node, sd);
-            p.loaded = true;
-            e.parts.push_back(p);
-        }
-    } else {
-        e.unknown.push_back("initrd and setup_data (/sys/kernel/boot_params)");
-    }
-
-    // reserve_real_mode(): below 1 MiB, before NUMA init.
-    {
-        auto p = part(ReservedPartKind::real_mode_trampoline, "24 KiB below 1 MiB (7.2.13 x86_64)", 24 * kKiB,
-                      first_node, 24 * kKiB, 4 * kKiB);
-        p.low_only = true;
-        e.parts.push_back(p);
-    }
-
-    // Sparse memory model: memmap, vmemmap page tables, section roots, usemaps.
-    const auto secs = sections(in, l);
-    std::map<unsigned, std::uint64_t> node_secs;
-    for (const auto& [idx, node] : secs) ++node_secs[node];
-    const std::uint64_t total_secs = secs.size();
-    if (total_secs) {
-        std::uint64_t per_section = 2 * kMiB;  // 32768 struct pages of 64 bytes
-        std::uint64_t spread_uncertainty = 0;
-        std::string source = "/proc/vmstat nr_memmap_boot_pages, split by the node's memory sections";
-        if (in.memmap_boot_pages) {
-            const std::uint64_t total = *in.memmap_boot_pages * kPage;
-            if (total % total_secs == 0 && (!in.memmap_pages || *in.memmap_pages == 0)) {
-                per_section = total / total_secs;
-            } else {
-                // Hot-added memory blocks: which sections were there at boot is unknown.
-                per_section = total / total_secs;
-                spread_uncertainty = in.memmap_pages ? *in.memmap_pages * kPage : per_section;
-                source += " (memory was hot-added: the split between nodes is approximate)";
-            }
-        } else {
-            source = "2 MiB per 128 MiB section (no nr_memmap_boot_pages in /proc/vmstat)";
-            spread_uncertainty = total_secs * per_section / 8;
-            e.unknown.push_back("nr_memmap_boot_pages (/proc/vmstat)");
-        }
-        for (const auto& [node, count] : node_secs) {
-            auto n = alloc_node(l, node);
-            std::uint64_t bytes = count * per_section;
-            e.parts.push_back(part(ReservedPartKind::memmap, source, bytes, n, l.top_down_low(bytes, n),
-                                   spread_uncertainty));
-        }
-        // vmemmap page tables: a PMD page per 512 sections (1 GiB of struct
-        // pages), a PUD page per 512 GiB of them, and with 5-level paging a P4D page.
-        auto pmd = pages_per_group(secs, 512);
-        auto pud = pages_per_group(secs, 512ull * 512);
-        auto p4d = pages_per_group(secs, 512ull * 512 * 512);
-        const bool five = in.five_level.value_or(true);
-        // sparse_index_alloc(): 4 KiB per 256 sections; usemap: 88 bytes per section.
-        auto roots = pages_per_group(secs, 256);
-        for (const auto& [node, count] : node_secs) {
-            auto n = alloc_node(l, node);
-            std::uint64_t pt = pmd[node] + pud[node] + (five ? p4d[node] : 0);
-            std::uint64_t bytes = pt + roots[node] + count * 88;
-            e.parts.push_back(part(ReservedPartKind::vmemmap_tables,
-                                   "computed from the sections present (7.2.13 sizes)", bytes, n,
-                                   l.top_down_low(bytes, n), kPage));
-        }
-        // mem_section[]: NR_SECTION_ROOTS pointers, 2^(MAX_PHYSMEM_BITS-27)/256.
-        std::uint64_t ms = five ? 1 * kMiB : 16 * kKiB;
-        e.parts.push_back(part(ReservedPartKind::mem_section_roots,
-                               in.five_level ? std::string("/proc/cpuinfo ") + (five ? "la57" : "no la57")
-                                             : "5-level paging assumed",
-                               ms, std::nullopt, l.top_down_low(ms, std::nullopt),
-                               in.five_level ? 0 : 1 * kMiB - 16 * kKiB));
-    }
-
-    // NODE_DATA: one pg_data_t per online node, on the node when it has memory.
-    for (const auto& n : in.nodes) {
-        if (!n.online) continue;
-        auto nd = alloc_node(l, n.id);
-        e.parts.push_back(part(ReservedPartKind::node_data,
-                               "sizeof(pg_data_t) of the 7.2.13 test kernel (16512 bytes)", 16512, nd,
-                               l.top_down_low(16512, nd), 4 * kKiB));
-    }
-
-    // The percpu first chunk: one unit per possible CPU on its node.
-    {
-        const std::uint64_t cpus = in.possible_cpus.size();
-        if (in.percpu_static && cpus) {
-            const std::uint64_t reserved = in.modules.value_or(true) ? 8 * kKiB : 0;
-            const std::uint64_t unit = page_align(*in.percpu_static + reserved + 28 * kKiB);
-            std::map<std::optional<unsigned>, std::uint64_t> by_node;
-            auto map = l.cpu_nodes();
-            for (unsigned c : in.possible_cpus) {
-                auto it = map.find(c);
-                by_node[it == map.end() ? std::nullopt : alloc_node(l, it->second)] += unit;
-            }
-            for (const auto& [node, bytes] : by_node)
-                e.parts.push_back(part(
-                    ReservedPartKind::percpu_first_chunk,
-                    "/proc/kallsyms __per_cpu_end - __per_cpu_start (" + std::to_string(*in.percpu_static) +
-                        ") + " + std::to_string(reserved) + " reserved + 28672 dynamic, page-aligned, x " +
-                        std::to_string(bytes / unit) + " possible CPU(s)",
-                    bytes, node, l.top_down_low(bytes, node)));
-        } else if (in.percpu_meminfo) {
-            // Percpu in /proc/meminfo also counts chunks added since boot: an upper bound.
-            std::uint64_t bytes = *in.percpu_meminfo;
-            e.parts.push_back(part(ReservedPartKind::percpu_first_chunk,
-                                   "/proc/meminfo Percpu (an upper bound: it grows after boot)", bytes,
-                                   first_node, l.top_down_low(bytes, first_node), bytes / 2));
-        } else {
-            e.unknown.push_back("percpu size (/proc/kallsyms or /proc/meminfo)");
-        }
-    }
-
-    // swiotlb: the bounce buffer below 4 GiB, its slot array and areas anywhere.
-    {
-        // Plain values, not an optional: g++ 12 misreads optionals here (-Wmaybe-uninitialized).
-        bool known = in.swiotlb_nslabs.has_value();
-        std::uint64_t nslabs = in.swiotlb_nslabs.value_or(0);
-        std::string source = "debugfs swiotlb/io_tlb_nslabs";
-        auto want = cmdline.value("swiotlb");
-        if (!same_line && want != running.value("swiotlb")) {
-            known = true;
-            nslabs = 32768;  // IO_TLB_DEFAULT_SIZE 64 MiB
-            source = "default 64 MiB";
-            if (want) {
-                source = "swiotlb=" + *want;
-                if (want->find("noforce") != std::string::npos) {
-                    nslabs = 0;
-                } else if (auto m = memparse(*want); m && m->value) {
-                    nslabs = (m->value + 127) & ~127ull;  // ALIGN(IO_TLB_SEGSIZE)
-                }
-            }
-        }
-        if (known && nslabs) {
-            auto tlb = part(ReservedPartKind::swiotlb_buffer, source, page_align(nslabs << 11), std::nullopt,
-                            page_align(nslabs << 11));
-            tlb.low_only = true;
-            tlb.contiguous = true;
-            e.parts.push_back(tlb);
-            std::uint64_t nareas = pow2_up(std::max<std::uint64_t>(in.possible_cpus.size(), 1));
-            while (nareas > 1 && nslabs < nareas * 128) nareas >>= 1;
-            std::uint64_t meta = page_align(nslabs * 24) + nareas * 16;
-            e.parts.push_back(part(ReservedPartKind::swiotlb_slots, source + " x 24 bytes", meta,
-                                   std::nullopt, l.top_down_low(meta, std::nullopt)));
-        } else if (!known) {
-            e.unknown.push_back("swiotlb size (debugfs swiotlb/io_tlb_nslabs)");
-        }
-    }
-
-    // crashkernel=: the running kernel's reservation is in /proc/iomem.
-    {
-        auto want = cmdline.value("crashkernel");
-        bool measured = same_line || want == running.value("crashkernel");
-        if (measured) {
-            for (const auto& r : in.crash_kernel) {
-                auto p = part(r.end <= k4GiB ? ReservedPartKind::crash_kernel_below_4g
-                                             : ReservedPartKind::crash_kernel_above_4g,
-                              "/proc/iomem Crash kernel " + hex(r.start) + "-" + hex(r.end - 1), r.size(),
-                              std::nullopt, Layout::below_4g(r));
-                p.contiguous = true;
-                p.low_only = r.end <= k4GiB;
-                e.parts.push_back(p);
-            }
-            for (const auto& r : in.crash_cma) {
-                auto p = part(ReservedPartKind::crash_kernel_cma, "/sys/kernel/kexec/crash_cma_ranges",
-                              r.size(), std::nullopt, Layout::below_4g(r));
-                p.contiguous = true;
-                e.parts.push_back(p);
-            }
-        } else {
-            std::uint64_t swiotlb = 0;
-            for (const auto& p : e.parts)
-                if (p.kind == ReservedPartKind::swiotlb_buffer) swiotlb = p.bytes;
-            CrashRequest c = parse_crash_request(cmdline, l.ram_total, swiotlb);
-            if (!c.note.empty()) e.unknown.push_back(c.note);
-            if (c.size) {
-                auto p = part(
-                    c.high ? ReservedPartKind::crash_kernel_high : ReservedPartKind::crash_kernel_requested,
-                    "crashkernel= on the command line (the kernel tries below 4 GiB first)", c.size,
-                    std::nullopt, c.high ? 0 : c.size);
-                p.contiguous = true;
-                p.low_only = !c.high;
-                e.parts.push_back(p);
-            }
-            if (c.high && c.low) {
-                auto p = part(ReservedPartKind::crash_kernel_low_of_high, "crashkernel=,low or its default",
-                              c.low, std::nullopt, c.low);
-                p.contiguous = true;
-                p.low_only = true;
-                e.parts.push_back(p);
-            }
-            if (c.cma) {
-                auto p = part(ReservedPartKind::crash_kernel_cma, "crashkernel=,cma on the command line",
-                              c.cma, std::nullopt, l.top_down_low(c.cma, std::nullopt));
-                p.contiguous = true;
-                e.parts.push_back(p);
-            }
-        }
-    }
-
-    // Other CMA areas (cma=, hugetlb_cma=): CmaTotal minus the crash kernel's.
-    if (in.cma_total) {
-        std::uint64_t crash_cma = 0;
-        for (const auto& r : in.crash_cma) crash_cma += r.size();
-        if (*in.cma_total > crash_cma) {
-            std::uint64_t bytes = *in.cma_total - crash_cma;
-            e.parts.push_back(part(ReservedPartKind::cma_areas, "/proc/meminfo CmaTotal", bytes, std::nullopt,
-                                   l.top_down_low(bytes, std::nullopt)));
-        }
-    }
-
-    // dentry and inode hash tables: memblock only while hashdist is off, which
-    // fixup_hashdist() forces with a single memory node.
-    {
-        bool hashdist = l.memory_nodes.size() > 1;
-        if (auto h = cmdline.value("hashdist"); h && l.memory_nodes.size() > 1)
-            hashdist = kstrtobool(*h).value_or(true);
-        if (!hashdist) {
-            std::uint64_t before = 0;  // reserved when free_area_init() counts nr_kernel_pages
-            for (const auto& p : e.parts)
-                if (p.loaded || p.kind == ReservedPartKind::memmap || is_crash_kernel(p.kind))
-                    before += p.bytes;
-            const std::uint64_t pages = (l.ram_total > before ? l.ram_total - before : 0) / kPage;
-            auto dentries = cmdline_number(cmdline, "dhash_entries").value_or(0);
-            auto ientries = cmdline_number(cmdline, "ihash_entries").value_or(0);
-            auto both = [&](std::uint64_t n) {
-                return hash_table_bytes(n, 8, 13, 2, dentries) + hash_table_bytes(n, 8, 14, 0, ientries);
-            };
-            std::uint64_t mid = both(pages);
-            std::uint64_t lo = both(pages - pages / 50);
-            std::uint64_t hi = both(pages + pages / 50);
-            std::uint64_t unc = std::max(mid - std::min(lo, mid), std::max(hi, mid) - mid);
-            e.parts.push_back(part(ReservedPartKind::hash_tables,
-                                   "alloc_large_system_hash() from " + std::to_string(pages) +
-                                       " free pages (one memory node: hashdist off)",
-                                   mid, std::nullopt, l.top_down_low(mid, std::nullopt), unc));
-        }
-    }
-
-    // The printk buffer: allocated when log_buf_len= or the CPU count asks for
-    // more than the static one (LOG_BUF_SHIFT 18, LOG_CPU_MAX_BUF_SHIFT 12 assumed).
-    {
-        const std::uint64_t static_len = 256 * kKiB;
-        std::uint64_t len = 0;
-        std::string source;
-        if (auto v = cmdline_number(cmdline, "log_buf_len"); v && *v > static_len) {
-            len = pow2_up(*v);
-            source = "log_buf_len= on the command line";
-        } else if (in.possible_cpus.size() > 1) {
-            std::uint64_t extra = (in.possible_cpus.size() - 1) * 4 * kKiB;
-            if (extra > static_len / 2) {
-                len = pow2_up(static_len + extra);
-                source = std::to_string(in.possible_cpus.size()) + " possible CPUs x 4 KiB";
-            }
-        }
-        if (len) {
-            // text + descriptors (24 bytes) + infos (88 bytes) per 32 bytes of text
-            std::uint64_t bytes = len + len / 32 * 24 + len / 32 * 88;
-            e.parts.push_back(part(ReservedPartKind::printk_buffer,
-                                   source + " (static buffer of 256 KiB assumed)", bytes, std::nullopt,
-                                   l.top_down_low(bytes, std::nullopt), bytes / 2));
-        }
-    }
-
-    // Direct-map page tables beyond the early brk buffer.
-    {
-        std::uint64_t pages = div_up(l.ram_top, 512 * kGiB);
-        if (!in.gbpages.value_or(true)) pages += div_up(l.ram_top, kGiB);
-        pages = pages > 6 ? pages - 6 : 0;
-        if (pages)
-            e.parts.push_back(part(ReservedPartKind::direct_map_tables, "estimated from the top of memory",
-                                   pages * kPage, std::nullopt, l.top_down_low(pages * kPage, std::nullopt),
-                                   pages * kPage));
-    }
-
-    if (in.kfence) {
-        std::uint64_t bytes = 2 * kMiB + 320 * kKiB;
-        e.parts.push_back(part(ReservedPartKind::kfence, "/sys/module/kfence (255 objects assumed)", bytes,
-                               std::nullopt, l.top_down_low(bytes, std::nullopt), 128 * kKiB));
-    }
-
-    {
-        std::uint64_t bytes = 32 * kKiB;
-        e.parts.push_back(part(ReservedPartKind::other_small,
-                               "estimated (about 30 KiB on the 7.2.13 test kernel: fixmap page tables, e820 "
-                               "firmware map, percpu metadata)",
-                               bytes, std::nullopt, l.top_down_low(bytes, std::nullopt), 32 * kKiB));
-    }
-
-    for (const auto& [what, why] : in.missing)
-        if (what == "kernel bss") e.unknown.push_back(why);
+    for (Estimator estimate : kEstimators) estimate(context, e);
     return e;
 }
 
 // ---------------------------------------------------------------------------
 // sizes
 
-std::vector<AreaSize> compute_area_sizes(const ScratchRules& rules, const ScratchParam& param,
-                                         const SizingR& r, const std::vector<unsigned>& nodes) {
+namespace {
+
+// scratch_size_update() with kho_scratch=N%: both from R, in u64 arithmetic.
+std::pair<AreaSize, AreaSize> scaled_low_global(const ScratchRules& rules, const ScratchParam& param,
+                                                const SizingR& r) {
     const std::uint64_t a = rules.align;
     const std::uint64_t s = param.scale;
     const std::string al = human_size(a);
-    std::vector<AreaSize> out;
-    AreaSize low{0, ScratchAreaKind::lowmem, std::nullopt, 0, ""};
-    AreaSize global{1, ScratchAreaKind::global, std::nullopt, 0, ""};
+    const std::uint64_t l = r.low * s / 100;
+    const std::uint64_t g = r.total * s / 100;
+    const std::uint64_t low = kround_up(l, a);
+    AreaSize lowmem{.index = 0,
+                    .kind = ScratchAreaKind::lowmem,
+                    .node = std::nullopt,
+                    .size = low,
+                    .formula = "round_up(R_low " + mib(r.low) + " x " + std::to_string(s) + "%, " + al + ")"};
+    // 6.x rounds lowmem before subtracting it; a negative result wraps.
+    if (rules.round_lowmem_before_subtract)
+        return {lowmem,
+                {.index = 1,
+                 .kind = ScratchAreaKind::global,
+                 .node = std::nullopt,
+                 .size = kround_up(g - low, a),
+                 .formula =
+                     "round_up(R " + mib(r.total) + " x " + std::to_string(s) + "% - lowmem, " + al + ")"}};
+    return {
+        lowmem,
+        {.index = 1,
+         .kind = ScratchAreaKind::global,
+         .node = std::nullopt,
+         .size = kround_up(g - l, a),
+         .formula = "round_up((R " + mib(r.total) + " - R_low) x " + std::to_string(s) + "%, " + al + ")"}};
+}
+
+// A fixed lowmem or global size: 7.x rounds it, 6.x takes it as given.
+AreaSize fixed_area(const ScratchRules& rules, unsigned index, std::uint64_t size) {
+    const bool round = rules.round_fixed_lowmem_global;
+    return {.index = index,
+            .kind = area_kind_at(index),
+            .node = std::nullopt,
+            .size = round ? kround_up(size, rules.align) : size,
+            .formula = round ? "round_up(" + human_size(size) + ", " + human_size(rules.align) + ")"
+                             : human_size(size) + " (not rounded)"};
+}
+
+// scratch_size_node(): every form rounds the per-node size.
+AreaSize node_area(const ScratchRules& rules, const ScratchParam& param, const SizingR& r, unsigned index,
+                   unsigned node) {
+    const std::uint64_t a = rules.align;
+    const std::string al = human_size(a);
+    AreaSize area{.index = index, .kind = ScratchAreaKind::node, .node = node, .size = 0, .formula = ""};
     if (param.scale) {
-        std::uint64_t l = r.low * s / 100;
-        std::uint64_t g = r.total * s / 100;
-        if (rules.round_lowmem_before_subtract) {
-            low.size = kround_up(l, a);
-            global.size = kround_up(g - low.size, a);
-            low.formula = "round_up(R_low " + mib(r.low) + " x " + std::to_string(s) + "%, " + al + ")";
-            global.formula =
-                "round_up(R " + mib(r.total) + " x " + std::to_string(s) + "% - lowmem, " + al + ")";
-        } else {
-            low.size = kround_up(l, a);
-            global.size = kround_up(g - l, a);
-            low.formula = "round_up(R_low " + mib(r.low) + " x " + std::to_string(s) + "%, " + al + ")";
-            global.formula =
-                "round_up((R " + mib(r.total) + " - R_low) x " + std::to_string(s) + "%, " + al + ")";
-        }
+        auto it = r.node.find(node);
+        const std::uint64_t rn = it == r.node.end() ? 0 : it->second;
+        area.size = kround_up(rn * param.scale / 100, a);
+        area.formula = "round_up(R_node" + std::to_string(node) + " " + mib(rn) + " x " +
+                       std::to_string(param.scale) + "%, " + al + ")";
     } else {
-        low.size = rules.round_fixed_lowmem_global ? kround_up(param.lowmem, a) : param.lowmem;
-        global.size = rules.round_fixed_lowmem_global ? kround_up(param.global, a) : param.global;
-        low.formula = rules.round_fixed_lowmem_global
-                          ? "round_up(" + human_size(param.lowmem) + ", " + al + ")"
-                          : human_size(param.lowmem) + " (not rounded)";
-        global.formula = rules.round_fixed_lowmem_global
-                             ? "round_up(" + human_size(param.global) + ", " + al + ")"
-                             : human_size(param.global) + " (not rounded)";
+        area.size = kround_up(param.pernode, a);
+        area.formula = "round_up(" + human_size(param.pernode) + ", " + al + ")";
     }
-    out.push_back(low);
-    out.push_back(global);
-    unsigned idx = 2;
-    for (unsigned n : nodes) {
-        AreaSize ns{idx++, ScratchAreaKind::node, n, 0, ""};
-        if (param.scale) {
-            auto it = r.node.find(n);
-            std::uint64_t rn = it == r.node.end() ? 0 : it->second;
-            ns.size = kround_up(rn * s / 100, a);
-            ns.formula = "round_up(R_node" + std::to_string(n) + " " + mib(rn) + " x " + std::to_string(s) +
-                         "%, " + al + ")";
-        } else {
-            ns.size = kround_up(param.pernode, a);
-            ns.formula = "round_up(" + human_size(param.pernode) + ", " + al + ")";
-        }
-        out.push_back(ns);
+    return area;
+}
+
+}  // namespace
+
+std::vector<AreaSize> compute_area_sizes(const ScratchRules& rules, const ScratchParam& param,
+                                         const SizingR& r, const std::vector<unsigned>& nodes) {
+    std::vector<AreaSize> out;
+    if (param.scale) {
+        auto [lowmem, global] = scaled_low_global(rules, param, r);
+        out.push_back(std::move(lowmem));
+        out.push_back(std::move(global));
+    } else {
+        out.push_back(fixed_area(rules, 0, param.lowmem));
+        out.push_back(fixed_area(rules, 1, param.global));
     }
+    unsigned index = 2;
+    for (unsigned n : nodes) out.push_back(node_area(rules, param, r, index++, n));
     return out;
 }
 
