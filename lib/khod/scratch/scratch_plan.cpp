@@ -1199,99 +1199,82 @@ std::uint64_t area_end(const ScratchArea& a) {
     return a.phys + a.size;
 }
 
+std::uint64_t ram_below_4g(const ScratchInputs& in) {
+    std::uint64_t bytes = 0;
+    for (const auto& r : in.system_ram) bytes += Layout::below_4g(r);
+    return bytes;
+}
+
+// The memory the kernel could carve an area from, before its own reservations.
+struct AreaRoom {
+    std::uint64_t bytes = 0;
+    std::string where;
+};
+
+AreaRoom area_room(const ScratchPlan& plan, const ScratchInputs& in, const Layout& l, const AreaCheck& a) {
+    auto less = [](std::uint64_t have, std::uint64_t taken) { return have > taken ? have - taken : 0; };
+    switch (a.kind) {
+        case ScratchAreaKind::lowmem:
+            return {less(ram_below_4g(in), plan.reserved.low()), "memory below 4 GiB less R_low"};
+        case ScratchAreaKind::global: {
+            const std::uint64_t lowmem = plan.areas.empty() ? 0 : plan.areas[0].predicted.value_or(0);
+            return {less(l.ram_total, plan.reserved.total() + lowmem),
+                    "all memory less R and the lowmem area"};
+        }
+        case ScratchAreaKind::node: break;
+    }
+    if (!a.node) return {};
+    const NodeTopology* n = l.node(*a.node);
+    return {less(n ? n->present() : 0, plan.reserved.node_total(*a.node)),
+            "node " + std::to_string(*a.node) + " memory less its R"};
+}
+
+// Areas larger than the memory that could hold them: the kernel disables KHO.
 void check_allocation(ScratchPlan& plan, const ScratchInputs& in, const Layout& l) {
-    // Memory the kernel could carve each area from, before its own reservations.
-    std::uint64_t ram_low = 0;
-    for (const auto& r : in.system_ram) ram_low += Layout::below_4g(r);
-    const std::uint64_t r_low = plan.reserved.low();
-    const std::uint64_t r_all = plan.reserved.total();
-    std::uint64_t nodes_sum = 0;
+    std::uint64_t all = 0;
     for (const auto& a : plan.areas) {
+        if (a.kind != ScratchAreaKind::node) all += a.predicted.value_or(0);
         if (!a.predicted) continue;
         const std::uint64_t size = *a.predicted;
-        std::uint64_t room = 0;
-        std::string where;
-        if (a.kind == ScratchAreaKind::lowmem) {
-            room = ram_low > r_low ? ram_low - r_low : 0;
-            where = "memory below 4 GiB less R_low";
-        } else if (a.kind == ScratchAreaKind::global) {
-            std::uint64_t used = r_all + (plan.areas.empty() ? 0 : plan.areas[0].predicted.value_or(0));
-            room = l.ram_total > used ? l.ram_total - used : 0;
-            where = "all memory less R and the lowmem area";
-        } else if (a.node) {
-            const NodeTopology* n = l.node(*a.node);
-            std::uint64_t present = n ? n->present() : 0;
-            std::uint64_t rn = plan.reserved.node_total(*a.node);
-            room = present > rn ? present - rn : 0;
-            where = "node " + std::to_string(*a.node) + " memory less its R";
-            nodes_sum += size;
-        }
-        if (size > room)
-            plan.allocation_risks.push_back("area " + std::to_string(a.index) + " (" + to_string(a.kind) +
-                                            (a.node ? " " + std::to_string(*a.node) : "") + ", " +
-                                            human_size(size) + ") is larger than the " + human_size(room) +
-                                            " of " + where +
+        const AreaRoom room = area_room(plan, in, l, a);
+        if (a.kind == ScratchAreaKind::node && a.node) all += size;
+        const std::string area = "area " + std::to_string(a.index) + " (" + to_string(a.kind) +
+                                 (a.node ? " " + std::to_string(*a.node) : "") + ", " + human_size(size) +
+                                 ")";
+        if (size > room.bytes)
+            plan.allocation_risks.push_back(area + " is larger than the " + human_size(room.bytes) + " of " +
+                                            room.where +
                                             ": the allocation fails and the kernel disables KHO");
-        else if (size > room / 4 * 3)
-            plan.allocation_risks.push_back("area " + std::to_string(a.index) + " (" + to_string(a.kind) +
-                                            (a.node ? " " + std::to_string(*a.node) : "") + ", " +
-                                            human_size(size) + ") needs " + human_size(size) +
-                                            " contiguous out of " + human_size(room) + " of " + where +
+        else if (size > room.bytes / 4 * 3)
+            plan.allocation_risks.push_back(area + " needs " + human_size(size) + " contiguous out of " +
+                                            human_size(room.bytes) + " of " + room.where +
                                             ": fragmentation may make the allocation fail (KHO disabled)");
     }
-    std::uint64_t all = nodes_sum;
-    for (const auto& a : plan.areas)
-        if (a.kind != ScratchAreaKind::node) all += a.predicted.value_or(0);
+    const std::uint64_t r_all = plan.reserved.total();
     if (all + r_all > l.ram_total)
         plan.allocation_risks.push_back("the areas (" + human_size(all) + ") and R (" + human_size(r_all) +
                                         ") add up to more than the " + human_size(l.ram_total) +
                                         " of memory");
 }
 
-}  // namespace
-
 // ---------------------------------------------------------------------------
-// the plan
+// this boot
 
-Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptions& options) {
-    if (options.headroom_percent > 1000)
-        return plain_error("--headroom",
-                           std::to_string(options.headroom_percent) + "% is absurd (at most 1000%)");
-    if (in.nodes.empty()) return plain_error(in.sysroot, "no NUMA node was found");
+// The model's sizes with R at its estimate and at both ends of its uncertainty.
+struct PredictedSizes {
+    std::vector<AreaSize> point, low, high;
+};
 
-    ScratchPlan plan;
-    Layout l(in);
-    plan.sysroot = in.sysroot;
-    plan.release = in.release;
-    plan.rules = scratch_rules_for(in.release, &plan.rules_reason);
-    plan.abi = in.abi;
-    plan.kho_active = in.kho_active;
-    plan.incoming = in.incoming;
-    plan.cmdline = in.cmdline;
-    const Cmdline cmdline = Cmdline::parse(in.cmdline);
-    plan.param = parse_scratch_param(cmdline, plan.rules);
-    plan.reserved = estimate_reserved(in, cmdline);
+PredictedSizes predict_sizes(const ScratchPlan& plan) {
+    auto sizes = [&plan](int direction) {
+        return compute_area_sizes(plan.rules, plan.param, sizing_r(plan.reserved, plan.area_nodes, direction),
+                                  plan.area_nodes);
+    };
+    return {.point = sizes(0), .low = sizes(-1), .high = sizes(+1)};
+}
 
-    for (const auto& n : in.nodes)
-        if (plan.rules.online_nodes ? n.online : n.has_memory) plan.area_nodes.push_back(n.id);
-    if (plan.rules.online_nodes)
-        for (const auto& n : in.nodes)
-            if (n.online && !n.has_memory)
-                plan.warnings.push_back(
-                    "node " + std::to_string(n.id) + " is online without memory: " + plan.rules.id +
-                    " kernels try to allocate a scratch area on it, fail and disable KHO");
-
-    // This boot.
-    auto point = compute_area_sizes(plan.rules, plan.param, sizing_r(plan.reserved, plan.area_nodes, 0),
-                                    plan.area_nodes);
-    auto lo = compute_area_sizes(plan.rules, plan.param, sizing_r(plan.reserved, plan.area_nodes, -1),
-                                 plan.area_nodes);
-    auto hi = compute_area_sizes(plan.rules, plan.param, sizing_r(plan.reserved, plan.area_nodes, +1),
-                                 plan.area_nodes);
-    if (plan.param.scale && plan.reserved.total() > UINT64_MAX / plan.param.scale)
-        plan.warnings.push_back("R x " + std::to_string(plan.param.scale) +
-                                "% overflows 64 bits: the kernel's arithmetic wraps (modelled as it does)");
-
+// Whether debugfs can confirm the prediction, and why not.
+void note_prediction(ScratchPlan& plan, const ScratchInputs& in) {
     if (in.incoming) {
         plan.prediction_applies = false;
         plan.prediction_note =
@@ -1303,170 +1286,234 @@ Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptio
                                      "are what kho=on would give"
                                    : "debugfs is not mounted: the current areas cannot be read";
     }
-    plan.verdict = ScratchVerdict::exact;
-    const bool have_current = in.current_areas.has_value();
-    std::size_t count = point.size();
-    if (have_current && plan.prediction_applies) count = std::max(count, in.current_areas->size());
-    for (std::size_t i = 0; i < count; ++i) {
-        AreaCheck c;
-        c.index = static_cast<unsigned>(i);
-        if (i < point.size()) {
-            c.kind = point[i].kind;
-            c.node = point[i].node;
-            c.predicted = point[i].size;
-            c.predicted_min = std::min(lo[i].size, hi[i].size);
-            c.predicted_max = std::max(lo[i].size, hi[i].size);
-            c.formula = point[i].formula;
-        }
-        if (have_current && i < in.current_areas->size()) {
-            const ScratchArea& a = (*in.current_areas)[i];
-            c.actual = a.size;
-            if (i >= point.size()) {
-                c.kind = area_kind_at(a.index);
-                c.node = a.node;
-            }
-        }
-        if (!plan.prediction_applies || !have_current) {
-            c.verdict = std::nullopt;
-        } else if (!c.actual) {
-            c.verdict = ScratchVerdict::missing;
-            c.reason = "the model expects this area but debugfs lists only " +
-                       std::to_string(in.current_areas->size()) + " areas";
-        } else if (!c.predicted) {
-            c.verdict = ScratchVerdict::unexpected;
-            c.reason = "debugfs lists an area the model does not expect (node count differs)";
-        } else if (*c.actual == *c.predicted) {
-            c.verdict = ScratchVerdict::exact;
-        } else {
-            const std::uint64_t diff =
-                *c.actual > *c.predicted ? *c.actual - *c.predicted : *c.predicted - *c.actual;
-            const bool in_range = *c.actual >= c.predicted_min && *c.actual <= c.predicted_max;
-            if (diff <= plan.rules.align && in_range) {
-                c.verdict = ScratchVerdict::within_alignment;
-                std::uint64_t unc = c.kind == ScratchAreaKind::lowmem   ? plan.reserved.low_uncertainty()
-                                    : c.kind == ScratchAreaKind::global ? plan.reserved.uncertainty()
-                                    : c.node ? plan.reserved.node_uncertainty(*c.node)
-                                             : 0;
-                std::string parts;
-                for (const auto& p : plan.reserved.parts)
-                    if (p.uncertainty && (c.kind != ScratchAreaKind::node || p.node == c.node))
-                        parts += (parts.empty() ? "" : ", ") + std::string(to_string(p.kind)) + " +- " +
-                                 human_size(p.uncertainty);
-                c.reason = "debugfs " + human_size(*c.actual) + ", model " + human_size(*c.predicted) +
-                           ": R is known to " + "+- " + human_size(unc) + " (" + parts +
-                           ") and that straddles a " + human_size(plan.rules.align) + " rounding step";
-            } else if (!plan.reserved.unknown.empty() && *c.actual > *c.predicted) {
-                c.verdict = ScratchVerdict::incomplete;
-                std::string list;
-                for (const auto& u : plan.reserved.unknown) list += (list.empty() ? "" : "; ") + u;
-                c.reason = "debugfs " + human_size(*c.actual) + ", model " + human_size(*c.predicted) +
-                           ": R is a lower bound, these inputs could not be read: " + list;
-            } else {
-                c.verdict = ScratchVerdict::mismatch;
-                c.reason = "debugfs " + human_size(*c.actual) + ", model " + human_size(*c.predicted) +
-                           " (range " + human_size(c.predicted_min) + " .. " + human_size(c.predicted_max) +
-                           ")";
-            }
-        }
-        if (c.verdict) plan.verdict = worse_verdict(plan.verdict, *c.verdict);
-        plan.areas.push_back(c);
+}
+
+std::string debugfs_vs_model(const AreaCheck& c) {
+    return "debugfs " + human_size(*c.actual) + ", model " + human_size(*c.predicted);
+}
+
+// The area's share of R's uncertainty, and the parts it comes from.
+std::string within_alignment_reason(const ScratchPlan& plan, const AreaCheck& c) {
+    const ReservedEstimate& r = plan.reserved;
+    std::uint64_t unc = 0;
+    if (c.kind == ScratchAreaKind::lowmem)
+        unc = r.low_uncertainty();
+    else if (c.kind == ScratchAreaKind::global)
+        unc = r.uncertainty();
+    else if (c.node)
+        unc = r.node_uncertainty(*c.node);
+    std::string parts;
+    for (const auto& p : r.parts)
+        if (p.uncertainty && (c.kind != ScratchAreaKind::node || p.node == c.node))
+            parts += (parts.empty() ? "" : ", ") + std::string(to_string(p.kind)) + " +- " +
+                     human_size(p.uncertainty);
+    return debugfs_vs_model(c) + ": R is known to " + "+- " + human_size(unc) + " (" + parts +
+           ") and that straddles a " + human_size(plan.rules.align) + " rounding step";
+}
+
+std::string incomplete_reason(const ScratchPlan& plan, const AreaCheck& c) {
+    std::string list;
+    for (const auto& u : plan.reserved.unknown) list += (list.empty() ? "" : "; ") + u;
+    return debugfs_vs_model(c) + ": R is a lower bound, these inputs could not be read: " + list;
+}
+
+// Sizes that differ: by less than a rounding step inside R's range, larger
+// with inputs missing, or a plain mismatch.
+void judge_difference(const ScratchPlan& plan, AreaCheck& c) {
+    const std::uint64_t diff = *c.actual > *c.predicted ? *c.actual - *c.predicted : *c.predicted - *c.actual;
+    const bool in_range = *c.actual >= c.predicted_min && *c.actual <= c.predicted_max;
+    if (diff <= plan.rules.align && in_range) {
+        c.verdict = ScratchVerdict::within_alignment;
+        c.reason = within_alignment_reason(plan, c);
+    } else if (!plan.reserved.unknown.empty() && *c.actual > *c.predicted) {
+        c.verdict = ScratchVerdict::incomplete;
+        c.reason = incomplete_reason(plan, c);
+    } else {
+        c.verdict = ScratchVerdict::mismatch;
+        c.reason = debugfs_vs_model(c) + " (range " + human_size(c.predicted_min) + " .. " +
+                   human_size(c.predicted_max) + ")";
     }
-    if (!plan.prediction_applies)
-        plan.verdict = ScratchVerdict::not_applicable;
-    else if (!have_current)
-        plan.verdict =
-            (in.kho_active || !in.debugfs_mounted) ? ScratchVerdict::unknown : ScratchVerdict::no_kho;
+}
+
+void judge_area(const ScratchPlan& plan, std::size_t current_count, AreaCheck& c) {
+    if (!c.actual) {
+        c.verdict = ScratchVerdict::missing;
+        c.reason =
+            "the model expects this area but debugfs lists only " + std::to_string(current_count) + " areas";
+    } else if (!c.predicted) {
+        c.verdict = ScratchVerdict::unexpected;
+        c.reason = "debugfs lists an area the model does not expect (node count differs)";
+    } else if (*c.actual == *c.predicted) {
+        c.verdict = ScratchVerdict::exact;
+    } else {
+        judge_difference(plan, c);
+    }
+}
+
+// Area i as the model predicts it, next to the one debugfs lists.
+AreaCheck check_area(const ScratchPlan& plan, const ScratchInputs& in, const PredictedSizes& sizes,
+                     std::size_t i) {
+    AreaCheck c;
+    c.index = static_cast<unsigned>(i);
+    if (i < sizes.point.size()) {
+        c.kind = sizes.point[i].kind;
+        c.node = sizes.point[i].node;
+        c.predicted = sizes.point[i].size;
+        c.predicted_min = std::min(sizes.low[i].size, sizes.high[i].size);
+        c.predicted_max = std::max(sizes.low[i].size, sizes.high[i].size);
+        c.formula = sizes.point[i].formula;
+    }
+    if (!in.current_areas) return c;
+    if (i < in.current_areas->size()) {
+        const ScratchArea& a = (*in.current_areas)[i];
+        c.actual = a.size;
+        if (i >= sizes.point.size()) {
+            c.kind = area_kind_at(a.index);
+            c.node = a.node;
+        }
+    }
+    if (plan.prediction_applies) judge_area(plan, in.current_areas->size(), c);
+    return c;
+}
+
+ScratchVerdict plan_verdict(const ScratchPlan& plan, const ScratchInputs& in) {
+    if (!plan.prediction_applies) return ScratchVerdict::not_applicable;
+    if (!in.current_areas)
+        return (in.kho_active || !in.debugfs_mounted) ? ScratchVerdict::unknown : ScratchVerdict::no_kho;
+    ScratchVerdict verdict = ScratchVerdict::exact;
+    for (const auto& a : plan.areas)
+        if (a.verdict) verdict = worse_verdict(verdict, *a.verdict);
+    return verdict;
+}
+
+// This boot: what the kernel should have made, next to what it made.
+void check_this_boot(ScratchPlan& plan, const ScratchInputs& in, const Layout& l) {
+    const PredictedSizes sizes = predict_sizes(plan);
+    if (plan.param.scale && plan.reserved.total() > UINT64_MAX / plan.param.scale)
+        plan.warnings.push_back("R x " + std::to_string(plan.param.scale) +
+                                "% overflows 64 bits: the kernel's arithmetic wraps (modelled as it does)");
+    note_prediction(plan, in);
+    std::size_t count = sizes.point.size();
+    if (in.current_areas && plan.prediction_applies) count = std::max(count, in.current_areas->size());
+    for (std::size_t i = 0; i < count; ++i) plan.areas.push_back(check_area(plan, in, sizes, i));
+    plan.verdict = plan_verdict(plan, in);
     if (!plan.reserved.unknown.empty() && plan.prediction_applies)
         plan.warnings.push_back("R is a lower bound: " + std::to_string(plan.reserved.unknown.size()) +
                                 " input(s) could not be read (see reserved.unknown)");
     if (!in.incoming) check_allocation(plan, in, l);
+}
 
-    // The next kexec.
-    plan.next_cmdline = options.next_cmdline.value_or(in.cmdline);
-    const Cmdline next = Cmdline::parse(plan.next_cmdline);
-    plan.next_early = estimate_reserved(in, next);
-    plan.next_early.parts.erase(std::remove_if(plan.next_early.parts.begin(), plan.next_early.parts.end(),
-                                               [](const ReservedPart& p) { return p.loaded; }),
-                                plan.next_early.parts.end());
-    bool predicted_areas = false;
-    std::vector<ScratchArea> areas = areas_for_fit(plan, in, &predicted_areas);
-    plan.fit_against = predicted_areas ? ScratchFitAgainst::predicted : ScratchFitAgainst::current;
+// ---------------------------------------------------------------------------
+// the next kexec
 
-    std::vector<std::uint64_t> used(areas.size(), 0);
-    std::uint64_t images_bytes = 0;
-    if (in.next_kernel) {
-        auto sizes =
-            image_sizes(*in.next_kernel, in.next_initrd_size, plan.next_cmdline.size() + 1, areas.size());
-        auto segs = kho_kexec_segments(sizes, KexecLoaderModel{});
-        plan.images = place_segments(areas, segs);
-        for (const auto& s : plan.images->segments) {
-            images_bytes += s.memsz;
-            if (s.area && s.memsz)
-                for (std::size_t i = 0; i < areas.size(); ++i)
-                    if (areas[i].index == *s.area) used[i] += s.memsz;
+// Where the next kexec's images go.
+struct KexecImages {
+    std::vector<ScratchArea> areas;   // the areas they are placed in
+    std::vector<std::uint64_t> used;  // bytes the images take of each area
+    std::uint64_t bytes = 0;          // all of the images
+};
+
+void place_next_kernel(ScratchPlan& plan, const ScratchInputs& in, KexecImages& k) {
+    auto sizes =
+        image_sizes(*in.next_kernel, in.next_initrd_size, plan.next_cmdline.size() + 1, k.areas.size());
+    auto segs = kho_kexec_segments(sizes, KexecLoaderModel{});
+    plan.images = place_segments(k.areas, segs);
+    for (const auto& s : plan.images->segments) {
+        k.bytes += s.memsz;
+        if (s.area && s.memsz)
+            for (std::size_t i = 0; i < k.areas.size(); ++i)
+                if (k.areas[i].index == *s.area) k.used[i] += s.memsz;
+    }
+    plan.images_note = plan.images->message;
+    if (!plan.images->fits) plan.fits_ok = false;
+}
+
+// Without --kernel, the running kernel's image and initrd stand in.
+void place_stand_ins(ScratchPlan& plan, KexecImages& k) {
+    for (const auto& p : plan.reserved.parts)
+        if (p.loaded) k.bytes += p.bytes;
+    k.bytes += 1 * kMiB;  // boot params, purgatory, the scratch array copy
+    plan.images_note = "no --kernel given: the running kernel's image and initrd (" + human_size(k.bytes) +
+                       " with boot params and purgatory) stand in for the next kernel's";
+    // Place them like kexec would: the first area with room, lowmem first.
+    for (std::size_t i = 0; i < k.areas.size(); ++i)
+        if (k.areas[i].size >= k.bytes) {
+            k.used[i] += k.bytes;
+            break;
         }
-        plan.images_note = plan.images->message;
-        if (!plan.images->fits) plan.fits_ok = false;
+}
+
+// The images themselves: each segment inside one area.
+FitCheck images_fit(const ScratchPlan& plan, const ScratchInputs& in, const KexecImages& k) {
+    FitCheck f;
+    f.what = in.next_kernel ? "kexec segments of " + in.next_kernel->path
+                            : "kexec segments (the running kernel's image and initrd as stand-ins)";
+    f.ok = plan.images ? plan.images->fits : false;
+    if (plan.images && !plan.images->fits) {
+        f.need = plan.images->needed;
+        f.have = plan.images->best_free;
     } else {
-        // Without --kernel, the running kernel's image and initrd stand in.
-        for (const auto& p : plan.reserved.parts)
-            if (p.loaded) images_bytes += p.bytes;
-        images_bytes += 1 * kMiB;  // boot params, purgatory, the scratch array copy
-        plan.images_note = "no --kernel given: the running kernel's image and initrd (" +
-                           human_size(images_bytes) +
-                           " with boot params and purgatory) stand in for the next kernel's";
-        // Place them like kexec would: the first area with room, lowmem first.
-        for (std::size_t i = 0; i < areas.size(); ++i)
-            if (areas[i].size >= images_bytes) {
-                used[i] += images_bytes;
-                break;
+        for (std::size_t i = 0; i < k.areas.size(); ++i)
+            if (k.used[i] && k.used[i] >= f.need) {
+                f.need = k.used[i];
+                f.have = k.areas[i].size;
+                f.ok = true;
             }
-    }
-
-    {
-        // The images themselves: each segment inside one area.
-        FitCheck f;
-        f.what = in.next_kernel ? "kexec segments of " + in.next_kernel->path
-                                : "kexec segments (the running kernel's image and initrd as stand-ins)";
-        f.ok = plan.images ? plan.images->fits : false;
-        if (plan.images && !plan.images->fits) {
-            f.need = plan.images->needed;
-            f.have = plan.images->best_free;
-        } else {
-            for (std::size_t i = 0; i < areas.size(); ++i)
-                if (used[i] && used[i] >= f.need) {
-                    f.need = used[i];
-                    f.have = areas[i].size;
-                    f.ok = true;
-                }
-            if (!f.ok) {
-                f.need = images_bytes;
-                for (const auto& ar : areas) f.have = std::max(f.have, ar.size);
-            }
+        if (!f.ok) {
+            f.need = k.bytes;
+            for (const auto& ar : k.areas) f.have = std::max(f.have, ar.size);
         }
-        f.detail = plan.images ? plan.images->message
-                               : "no area holds " + human_size(images_bytes) + " in one piece";
-        if (f.ok && !plan.images) f.detail = "kexec would put them in the first area with room";
-        plan.fits.push_back(f);
     }
+    f.detail = plan.images ? plan.images->message : "no area holds " + human_size(k.bytes) + " in one piece";
+    if (f.ok && !plan.images) f.detail = "kexec would put them in the first area with room";
+    return f;
+}
 
-    std::uint64_t free_total = 0;
-    std::uint64_t free_low = 0;
+// What the areas have left after the images.
+struct FreeRoom {
+    std::uint64_t total = 0;
+    std::uint64_t low = 0;  // in areas below 4 GiB
     std::uint64_t largest_low = 0;
     std::uint64_t largest_any = 0;
-    std::map<unsigned, std::uint64_t> free_node;
-    for (std::size_t i = 0; i < areas.size(); ++i) {
-        std::uint64_t f = areas[i].size > used[i] ? areas[i].size - used[i] : 0;
-        free_total += f;
-        largest_any = std::max(largest_any, f);
-        if (area_end(areas[i]) <= k4GiB) {
-            free_low += f;
-            largest_low = std::max(largest_low, f);
+    std::map<unsigned, std::uint64_t> node;
+};
+
+FreeRoom free_room(const KexecImages& k) {
+    FreeRoom room;
+    for (std::size_t i = 0; i < k.areas.size(); ++i) {
+        const ScratchArea& a = k.areas[i];
+        const std::uint64_t f = a.size > k.used[i] ? a.size - k.used[i] : 0;
+        room.total += f;
+        room.largest_any = std::max(room.largest_any, f);
+        if (area_end(a) <= k4GiB) {
+            room.low += f;
+            room.largest_low = std::max(room.largest_low, f);
         }
-        if (area_kind_at(areas[i].index) == ScratchAreaKind::node && areas[i].node)
-            free_node[*areas[i].node] = f;
+        if (area_kind_at(a.index) == ScratchAreaKind::node && a.node) room.node[*a.node] = f;
     }
-    const std::string against = predicted_areas ? "the predicted areas" : "the current areas";
+    return room;
+}
+
+// A contiguous early allocation must fit in one area's free room.
+FitCheck contiguous_fit(const ReservedPart& p, const FreeRoom& room, const std::string& against) {
+    const std::uint64_t have = p.low_only ? room.largest_low : room.largest_any;
+    const char* below = p.low_only ? " below 4 GiB" : "";
+    FitCheck f = capacity_check(
+        to_string(p.kind) + (" (" + human_size(p.bytes) + ") in one area") + below, p.bytes, have,
+        "memblock allocates it in one piece, and on a KHO boot only from scratch; the largest free room in " +
+            against + below + " is " + human_size(have));
+    if (is_crash_kernel(p.kind))
+        f.detail += "; without it the next kernel boots with no crash kernel (crash_size 0)";
+    else if (p.kind == ReservedPartKind::swiotlb_buffer || p.kind == ReservedPartKind::swiotlb_slots)
+        f.detail += "; without it swiotlb halves its size until it fits, or runs without bounce buffers";
+    return f;
+}
+
+// The next kernel's early allocations against the room the images leave.
+void early_fits(ScratchPlan& plan, const KexecImages& k) {
+    const FreeRoom room = free_room(k);
+    const std::string against =
+        plan.fit_against == ScratchFitAgainst::predicted ? "the predicted areas" : "the current areas";
     std::uint64_t need_low = 0;
     std::uint64_t need_all = 0;
     std::map<unsigned, std::uint64_t> need_node;
@@ -1474,132 +1521,204 @@ Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptio
         need_all += p.bytes;
         if (p.low_only) need_low += p.bytes;
         if (p.node) need_node[*p.node] += p.bytes;
-        if (p.contiguous) {
-            const std::uint64_t room = p.low_only ? largest_low : largest_any;
-            FitCheck f = capacity_check(
-                to_string(p.kind) + (" (" + human_size(p.bytes) + ") in one area") +
-                    (p.low_only ? " below 4 GiB" : ""),
-                p.bytes, room,
-                "memblock allocates it in one piece, and on a KHO boot only from scratch; the largest free "
-                "room in " +
-                    against + (p.low_only ? " below 4 GiB" : "") + " is " + human_size(room));
-            if (is_crash_kernel(p.kind))
-                f.detail += "; without it the next kernel boots with no crash kernel (crash_size 0)";
-            else if (p.kind == ReservedPartKind::swiotlb_buffer || p.kind == ReservedPartKind::swiotlb_slots)
-                f.detail +=
-                    "; without it swiotlb halves its size until it fits, or runs without bounce buffers";
-            plan.fits.push_back(f);
-        }
+        if (p.contiguous) plan.fits.push_back(contiguous_fit(p, room, against));
     }
     plan.fits.push_back(
-        capacity_check("early allocations below 4 GiB", need_low, free_low,
+        capacity_check("early allocations below 4 GiB", need_low, room.low,
                        "swiotlb, the real-mode trampoline and a low crash kernel need scratch below 4 GiB"));
     for (const auto& [node, need] : need_node) {
+        auto it = room.node.find(node);
         FitCheck f = capacity_check(
             "node " + std::to_string(node) + " early allocations", need,
-            free_node.count(node) ? free_node[node] : 0,
+            it == room.node.end() ? 0 : it->second,
             "memmap and percpu ask for their node; what does not fit there falls back to the other areas");
         f.fatal = false;
         plan.fits.push_back(f);
     }
     plan.fits.push_back(capacity_check(
-        "all early allocations", need_all, free_total,
+        "all early allocations", need_all, room.total,
         "until the buddy allocator runs, a KHO boot allocates only from scratch (after the images)"));
+}
+
+// The next kexec, in the current areas (or the predicted ones when KHO is off).
+KexecImages fit_next_kexec(ScratchPlan& plan, const ScratchInputs& in, const ScratchPlanOptions& options) {
+    plan.next_cmdline = options.next_cmdline.value_or(in.cmdline);
+    plan.next_early = estimate_reserved(in, Cmdline::parse(plan.next_cmdline));
+    std::erase_if(plan.next_early.parts, [](const ReservedPart& p) { return p.loaded; });
+    bool predicted = false;
+    KexecImages k{.areas = areas_for_fit(plan, in, &predicted), .used = {}, .bytes = 0};
+    k.used.assign(k.areas.size(), 0);
+    plan.fit_against = predicted ? ScratchFitAgainst::predicted : ScratchFitAgainst::current;
+    if (in.next_kernel)
+        place_next_kernel(plan, in, k);
+    else
+        place_stand_ins(plan, k);
+    plan.fits.push_back(images_fit(plan, in, k));
+    early_fits(plan, k);
     for (const auto& f : plan.fits)
         if (!f.ok && f.fatal) plan.fits_ok = false;
+    return k;
+}
 
-    // The recommendation: what to boot cold with.
-    Recommendation& rec = plan.recommendation;
-    rec.param = plan.rules.param;
-    rec.headroom_percent = options.headroom_percent;
-    rec.lowmem.kind = ScratchAreaKind::lowmem;
-    rec.global.kind = ScratchAreaKind::global;
-    rec.pernode.kind = ScratchAreaKind::node;
-    std::uint64_t low_early = 0;
-    std::uint64_t global_early = 0;
-    std::map<unsigned, std::uint64_t> node_early;
+// ---------------------------------------------------------------------------
+// the recommendation
+
+// The next kernel's early needs, by the area the kernel would take them from.
+struct EarlyNeeds {
+    std::uint64_t low = 0;
+    std::uint64_t global = 0;
+    std::map<unsigned, std::uint64_t> node;
+    std::uint64_t largest_low = 0;  // the largest contiguous low allocation
+};
+
+std::string need_line(const ReservedPart& p) {
+    return to_string(p.kind) + (" " + pm(p.bytes, p.uncertainty));
+}
+
+EarlyNeeds early_needs(const ScratchPlan& plan, Recommendation& rec) {
+    EarlyNeeds needs;
     for (const auto& p : plan.next_early.parts) {
-        const std::string line = to_string(p.kind) + (" " + pm(p.bytes, p.uncertainty));
+        const std::uint64_t bytes = p.bytes + p.uncertainty;
         if (p.low_only) {
-            low_early += p.bytes + p.uncertainty;
-            rec.lowmem.why.push_back(line);
+            needs.low += bytes;
+            needs.largest_low = std::max(needs.largest_low, bytes);
+            rec.lowmem.why.push_back(need_line(p));
         } else if (p.node && std::find(plan.area_nodes.begin(), plan.area_nodes.end(), *p.node) !=
                                  plan.area_nodes.end()) {
-            node_early[*p.node] += p.bytes + p.uncertainty;
+            needs.node[*p.node] += bytes;
         } else {
-            global_early += p.bytes + p.uncertainty;
-            rec.global.why.push_back(line);
+            needs.global += bytes;
+            rec.global.why.push_back(need_line(p));
         }
     }
-    rec.lowmem.why.insert(rec.lowmem.why.begin(),
-                          "kexec segments " + human_size(images_bytes) +
-                              " (kexec tries the lowmem area first; swiotlb must still fit next to them)");
+    return needs;
+}
+
+void recommend_lowmem(RecommendedArea& lowmem, const EarlyNeeds& needs, std::uint64_t images_bytes) {
+    lowmem.why.insert(lowmem.why.begin(),
+                      "kexec segments " + human_size(images_bytes) +
+                          " (kexec tries the lowmem area first; swiotlb must still fit next to them)");
     // KASLR puts the next kernel's image anywhere in scratch, so the free
     // room can be split in two: count the largest contiguous low allocation
     // (swiotlb) twice, or the kernel halves swiotlb (seen in the VM: 64 -> 32 MiB).
-    std::uint64_t largest_low_alloc = 0;
-    for (const auto& p : plan.next_early.parts)
-        if (p.low_only) largest_low_alloc = std::max(largest_low_alloc, p.bytes + p.uncertainty);
-    if (largest_low_alloc)
-        rec.lowmem.why.push_back("room for the largest contiguous allocation again, " +
-                                 human_size(largest_low_alloc) +
-                                 ": the next kernel's image may split the free room");
-    rec.lowmem.need = images_bytes + low_early + largest_low_alloc;
-    rec.global.need = global_early;
+    if (needs.largest_low)
+        lowmem.why.push_back("room for the largest contiguous allocation again, " +
+                             human_size(needs.largest_low) +
+                             ": the next kernel's image may split the free room");
+    lowmem.need = images_bytes + needs.low + needs.largest_low;
+}
+
+// Every node gets the same size: the largest node's need.
+void recommend_pernode(const ScratchPlan& plan, RecommendedArea& pernode, const EarlyNeeds& needs) {
     unsigned worst = plan.area_nodes.empty() ? 0 : plan.area_nodes.front();
-    for (const auto& [n, v] : node_early)
-        if (v > rec.pernode.need) {
-            rec.pernode.need = v;
+    for (const auto& [n, v] : needs.node)
+        if (v > pernode.need) {
+            pernode.need = v;
             worst = n;
         }
     for (const auto& p : plan.next_early.parts)
-        if (p.node == worst && !p.low_only)
-            rec.pernode.why.push_back(to_string(p.kind) + (" " + pm(p.bytes, p.uncertainty)));
-    if (!rec.pernode.why.empty())
-        rec.pernode.why.insert(rec.pernode.why.begin(),
-                               "the largest node, " + std::to_string(worst) + ": every node gets this size");
-    const std::uint64_t a = plan.rules.align;
-    auto with_headroom = [&](std::uint64_t need) {
-        std::uint64_t v =
-            need + need / 100 * options.headroom_percent + need % 100 * options.headroom_percent / 100;
-        v = kround_up(v, a);
-        if (v == 0 && !plan.rules.zero_size_allowed) v = a;
-        return v;
-    };
-    rec.lowmem.size = with_headroom(rec.lowmem.need);
-    rec.global.size = with_headroom(rec.global.need);
-    rec.pernode.size = with_headroom(rec.pernode.need);
+        if (p.node == worst && !p.low_only) pernode.why.push_back(need_line(p));
+    if (!pernode.why.empty())
+        pernode.why.insert(pernode.why.begin(),
+                           "the largest node, " + std::to_string(worst) + ": every node gets this size");
+}
+
+std::uint64_t with_headroom(const ScratchRules& rules, unsigned percent, std::uint64_t need) {
+    std::uint64_t v = need + need / 100 * percent + need % 100 * percent / 100;
+    v = kround_up(v, rules.align);
+    if (v == 0 && !rules.zero_size_allowed) v = rules.align;
+    return v;
+}
+
+void recommendation_notes(const ScratchPlan& plan, const ScratchInputs& in, Recommendation& rec) {
+    rec.notes.push_back(
+        "takes effect on the next cold boot only: a KHO boot reuses the incoming areas and ignores " +
+        rec.param + "=");
+    rec.notes.push_back("headroom " + std::to_string(rec.headroom_percent) +
+                        "% on each need, rounded up to " + human_size(plan.rules.align));
+    if (!plan.next_early.unknown.empty())
+        rec.notes.push_back("some inputs were missing: the needs are lower bounds");
+    const std::uint64_t ram_low = ram_below_4g(in);
+    if (rec.lowmem.size + plan.reserved.low() > ram_low)
+        rec.notes.push_back("the lowmem area (" + human_size(rec.lowmem.size) + ") does not fit in the " +
+                            human_size(ram_low) +
+                            " below 4 GiB next to R_low: lower the low needs (swiotlb=, "
+                            "crashkernel=,high) or the kernel will disable KHO");
+}
+
+// What to boot cold with.
+void recommend(ScratchPlan& plan, const ScratchInputs& in, unsigned headroom_percent,
+               std::uint64_t images_bytes) {
+    Recommendation& rec = plan.recommendation;
+    rec.param = plan.rules.param;
+    rec.headroom_percent = headroom_percent;
+    rec.lowmem.kind = ScratchAreaKind::lowmem;
+    rec.global.kind = ScratchAreaKind::global;
+    rec.pernode.kind = ScratchAreaKind::node;
+    const EarlyNeeds needs = early_needs(plan, rec);
+    recommend_lowmem(rec.lowmem, needs, images_bytes);
+    rec.global.need = needs.global;
+    recommend_pernode(plan, rec.pernode, needs);
+    for (RecommendedArea* a : {&rec.lowmem, &rec.global, &rec.pernode})
+        a->size = with_headroom(plan.rules, headroom_percent, a->need);
     rec.value = cmdline_size(rec.lowmem.size) + "," + cmdline_size(rec.global.size) + "," +
                 cmdline_size(rec.pernode.size);
     rec.word = rec.param + "=" + rec.value;
     rec.total = rec.lowmem.size + rec.global.size + rec.pernode.size * plan.area_nodes.size();
-    {
-        ScratchParam def;
-        for (const auto& s : compute_area_sizes(plan.rules, def, sizing_r(plan.reserved, plan.area_nodes, 0),
-                                                plan.area_nodes))
-            rec.default_total += s.size;
-    }
-    rec.notes.push_back(
-        "takes effect on the next cold boot only: a KHO boot reuses the incoming areas and ignores " +
-        rec.param + "=");
-    rec.notes.push_back("headroom " + std::to_string(options.headroom_percent) +
-                        "% on each need, rounded up to " + human_size(a));
-    if (!plan.next_early.unknown.empty())
-        rec.notes.push_back("some inputs were missing: the needs are lower bounds");
-    {
-        std::uint64_t ram_low = 0;
-        for (const auto& r : in.system_ram) ram_low += Layout::below_4g(r);
-        if (rec.lowmem.size + plan.reserved.low() > ram_low)
-            rec.notes.push_back("the lowmem area (" + human_size(rec.lowmem.size) + ") does not fit in the " +
-                                human_size(ram_low) +
-                                " below 4 GiB next to R_low: lower the low needs (swiotlb=, "
-                                "crashkernel=,high) or the kernel will disable KHO");
-    }
+    for (const auto& s : compute_area_sizes(plan.rules, ScratchParam{},
+                                            sizing_r(plan.reserved, plan.area_nodes, 0), plan.area_nodes))
+        rec.default_total += s.size;
+    recommendation_notes(plan, in, rec);
+}
+
+// ---------------------------------------------------------------------------
+// the plan
+
+// The running kernel: its rules, kho_scratch=, R and the nodes that get an area.
+ScratchPlan describe_boot(const ScratchInputs& in) {
+    ScratchPlan plan;
+    plan.sysroot = in.sysroot;
+    plan.release = in.release;
+    plan.rules = scratch_rules_for(in.release, &plan.rules_reason);
+    plan.abi = in.abi;
+    plan.kho_active = in.kho_active;
+    plan.incoming = in.incoming;
+    plan.cmdline = in.cmdline;
+    const Cmdline cmdline = Cmdline::parse(in.cmdline);
+    plan.param = parse_scratch_param(cmdline, plan.rules);
+    plan.reserved = estimate_reserved(in, cmdline);
+    for (const auto& n : in.nodes)
+        if (plan.rules.online_nodes ? n.online : n.has_memory) plan.area_nodes.push_back(n.id);
+    if (plan.rules.online_nodes)
+        for (const auto& n : in.nodes)
+            if (n.online && !n.has_memory)
+                plan.warnings.push_back(
+                    "node " + std::to_string(n.id) + " is online without memory: " + plan.rules.id +
+                    " kernels try to allocate a scratch area on it, fail and disable KHO");
+    return plan;
+}
+
+void warn_about_param(ScratchPlan& plan) {
     for (const auto& r : plan.param.rejected)
         plan.warnings.push_back("the kernel refuses " + plan.rules.param + "=" + r);
     if (plan.param.fixed() && plan.param.lowmem == 0 && plan.param.global == 0 && plan.param.pernode == 0)
         plan.warnings.push_back(plan.rules.param +
                                 "=0% leaves every area empty: no kexec image can be loaded");
+}
+
+}  // namespace
+
+Result<ScratchPlan> plan_scratch(const ScratchInputs& in, const ScratchPlanOptions& options) {
+    if (options.headroom_percent > 1000)
+        return plain_error("--headroom",
+                           std::to_string(options.headroom_percent) + "% is absurd (at most 1000%)");
+    if (in.nodes.empty()) return plain_error(in.sysroot, "no NUMA node was found");
+    const Layout layout(in);
+    ScratchPlan plan = describe_boot(in);
+    check_this_boot(plan, in, layout);
+    const KexecImages images = fit_next_kexec(plan, in, options);
+    recommend(plan, in, options.headroom_percent, images.bytes);
+    warn_about_param(plan);
     return plan;
 }
 
