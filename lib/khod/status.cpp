@@ -4,6 +4,7 @@
 
 #include "khod/base/hex.hpp"
 #include "khod/base/units.hpp"
+#include "khod/scratch/scratch_area_json.hpp"
 
 namespace khod {
 
@@ -71,17 +72,7 @@ nlohmann::json to_json(const Status& s) {
     }
     if (s.kho.scratch.value) {
         json areas = json::array();
-        for (const ScratchArea& a : *s.kho.scratch.value) {
-            areas.push_back({
-                {"index", a.index},
-                {"kind", a.kind},
-                {"node", a.node ? json(*a.node) : json(nullptr)},
-                {"phys", a.phys},
-                {"phys_hex", hex(a.phys)},
-                {"size", a.size},
-                {"size_human", human_size(a.size)},
-            });
-        }
+        for (const ScratchArea& a : *s.kho.scratch.value) areas.push_back(to_json(a));
         scratch["value"] = areas;
     } else {
         scratch["value"] = nullptr;

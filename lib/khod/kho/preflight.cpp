@@ -11,6 +11,7 @@
 #include "khod/base/fd.hpp"
 #include "khod/base/hex.hpp"
 #include "khod/base/units.hpp"
+#include "khod/scratch/scratch_area_json.hpp"
 
 namespace khod {
 
@@ -238,16 +239,6 @@ void check_signature(PreflightReport& r, const Cmdline& running) {
     add(r, check::signature, CheckStatus::ok, facts + "; " + image + "; no signature is required");
 }
 
-nlohmann::json area_json(const ScratchArea& a) {
-    return {{"index", a.index},
-            {"kind", a.kind},
-            {"node", a.node ? nlohmann::json(*a.node) : nlohmann::json(nullptr)},
-            {"phys", a.phys},
-            {"phys_hex", hex(a.phys)},
-            {"size", a.size},
-            {"size_human", human_size(a.size)}};
-}
-
 template <class T>
 nlohmann::json policy_probe(const Probe<T>& p) {
     nlohmann::json j;
@@ -433,7 +424,7 @@ nlohmann::json to_json(const PreflightReport& r) {
     j["checks"] = std::move(checks);
     j["kho"] = {{"active", optional_bool(r.kho_active)}, {"abi", to_string(r.kho_abi)}};
     json scratch = json::array();
-    for (const auto& a : r.scratch) scratch.push_back(area_json(a));
+    for (const auto& a : r.scratch) scratch.push_back(to_json(a));
     j["kho"]["scratch"] = std::move(scratch);
 
     if (r.kernel) {
@@ -495,7 +486,7 @@ nlohmann::json to_json(const PreflightReport& r) {
         j["placement"] = {{"fits", p.fits},
                           {"segments", std::move(segs)},
                           {"failed", p.failed ? json(p.segments[*p.failed].request.name) : json(nullptr)},
-                          {"largest_area", p.largest_area ? area_json(*p.largest_area) : json(nullptr)},
+                          {"largest_area", p.largest_area ? to_json(*p.largest_area) : json(nullptr)},
                           {"needed", p.needed},
                           {"best_free", p.best_free},
                           {"shortfall", p.shortfall},

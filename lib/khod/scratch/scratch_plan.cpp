@@ -7,6 +7,7 @@
 #include "khod/base/debugfs.hpp"
 #include "khod/base/hex.hpp"
 #include "khod/base/units.hpp"
+#include "khod/scratch/scratch_area_json.hpp"
 #include "khod/scratch/scratch_internal.hpp"
 
 namespace khod {
@@ -277,13 +278,7 @@ nlohmann::json scratch_show_json(const KhoStatus& kho) {
     if (kho.scratch.value)
         for (const auto& a : *kho.scratch.value) {
             total += a.size;
-            areas.push_back({{"index", a.index},
-                             {"kind", a.kind},
-                             {"node", opt_node(a.node)},
-                             {"phys", a.phys},
-                             {"phys_hex", hex(a.phys)},
-                             {"size", a.size},
-                             {"size_human", human_size(a.size)}});
+            areas.push_back(to_json(a));
         }
     out["areas"] = kho.scratch.value ? areas : json(nullptr);
     out["total"] = kho.scratch.value ? json(total) : json(nullptr);
