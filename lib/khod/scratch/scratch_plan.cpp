@@ -107,6 +107,96 @@ nlohmann::json reserved_json(const ReservedEstimate& e, const std::vector<unsign
             {"unknown", e.unknown}};
 }
 
+nlohmann::json rules_json(const ScratchPlan& plan) {
+    return {{"id", plan.rules.id},       {"verified", plan.rules.verified},
+            {"why", plan.rules_reason},  {"param", plan.rules.param},
+            {"align", plan.rules.align}, {"nodes", plan.rules.online_nodes ? "online" : "N_MEMORY"}};
+}
+
+nlohmann::json param_json(const ScratchParam& param) {
+    return {{"form", param.fixed() ? "fixed" : "scale"},
+            {"scale", param.scale},
+            {"lowmem", param.lowmem},
+            {"global", param.global},
+            {"pernode", param.pernode},
+            {"describe", param.describe()},
+            {"accepted", param.accepted},
+            {"rejected", param.rejected}};
+}
+
+nlohmann::json area_check_json(const AreaCheck& a) {
+    using nlohmann::json;
+    return {{"index", a.index},
+            {"kind", to_string(a.kind)},
+            {"node", opt_node(a.node)},
+            {"predicted", opt_u64(a.predicted)},
+            {"predicted_min", a.predicted_min},
+            {"predicted_max", a.predicted_max},
+            {"actual", opt_u64(a.actual)},
+            {"verdict", a.verdict ? json(to_string(*a.verdict)) : json(nullptr)},
+            {"reason", a.reason},
+            {"formula", a.formula}};
+}
+
+nlohmann::json prediction_json(const ScratchPlan& plan) {
+    nlohmann::json areas = nlohmann::json::array();
+    for (const auto& a : plan.areas) areas.push_back(area_check_json(a));
+    return {{"applies", plan.prediction_applies},
+            {"note", plan.prediction_note},
+            {"verdict", to_string(plan.verdict)},
+            {"areas", areas},
+            {"allocation_risks", plan.allocation_risks}};
+}
+
+nlohmann::json fit_json(const FitCheck& f) {
+    return {{"what", f.what}, {"need", f.need},   {"have", f.have},    {"margin", f.margin()},
+            {"ok", f.ok},     {"fatal", f.fatal}, {"detail", f.detail}};
+}
+
+nlohmann::json images_json(const std::optional<Placement>& images) {
+    using nlohmann::json;
+    if (!images) return nullptr;
+    json segs = json::array();
+    for (const auto& s : images->segments)
+        segs.push_back({{"name", s.request.name},
+                        {"memsz", s.memsz},
+                        {"addr", opt_u64(s.addr)},
+                        {"area", s.area ? json(*s.area) : json(nullptr)}});
+    return {{"fits", images->fits},
+            {"message", images->message},
+            {"shortfall", images->shortfall},
+            {"segments", segs}};
+}
+
+nlohmann::json next_json(const ScratchPlan& plan) {
+    nlohmann::json fits = nlohmann::json::array();
+    for (const auto& f : plan.fits) fits.push_back(fit_json(f));
+    return {{"against", to_string(plan.fit_against)},
+            {"cmdline", plan.next_cmdline},
+            {"images", images_json(plan.images)},
+            {"images_note", plan.images_note},
+            {"early", reserved_json(plan.next_early, plan.area_nodes)},
+            {"fits", fits},
+            {"ok", plan.fits_ok}};
+}
+
+nlohmann::json recommended_json(const RecommendedArea& a) {
+    return {{"need", a.need}, {"size", a.size}, {"why", a.why}};
+}
+
+nlohmann::json recommendation_json(const Recommendation& r) {
+    return {{"param", r.param},
+            {"value", r.value},
+            {"word", r.word},
+            {"headroom_percent", r.headroom_percent},
+            {"lowmem", recommended_json(r.lowmem)},
+            {"global", recommended_json(r.global)},
+            {"pernode", recommended_json(r.pernode)},
+            {"total", r.total},
+            {"default_total", r.default_total},
+            {"notes", r.notes}};
+}
+
 }  // namespace
 
 nlohmann::json to_json(const ScratchPlan& plan) {
@@ -115,96 +205,22 @@ nlohmann::json to_json(const ScratchPlan& plan) {
     out["schema"] = scratch_plan_schema_version;
     out["sysroot"] = plan.sysroot;
     out["release"] = plan.release ? json(*plan.release) : json(nullptr);
-    out["rules"] = {{"id", plan.rules.id},       {"verified", plan.rules.verified},
-                    {"why", plan.rules_reason},  {"param", plan.rules.param},
-                    {"align", plan.rules.align}, {"nodes", plan.rules.online_nodes ? "online" : "N_MEMORY"}};
+    out["rules"] = rules_json(plan);
     out["kho"] = {{"abi", to_string(plan.abi)}, {"active", plan.kho_active}, {"incoming", plan.incoming}};
     out["cmdline"] = plan.cmdline;
-    out["param"] = {{"form", plan.param.fixed() ? "fixed" : "scale"},
-                    {"scale", plan.param.scale},
-                    {"lowmem", plan.param.lowmem},
-                    {"global", plan.param.global},
-                    {"pernode", plan.param.pernode},
-                    {"describe", plan.param.describe()},
-                    {"accepted", plan.param.accepted},
-                    {"rejected", plan.param.rejected}};
+    out["param"] = param_json(plan.param);
     out["reserved"] = reserved_json(plan.reserved, plan.area_nodes);
     out["area_nodes"] = plan.area_nodes;
-
-    json areas = json::array();
-    for (const auto& a : plan.areas)
-        areas.push_back({{"index", a.index},
-                         {"kind", to_string(a.kind)},
-                         {"node", opt_node(a.node)},
-                         {"predicted", opt_u64(a.predicted)},
-                         {"predicted_min", a.predicted_min},
-                         {"predicted_max", a.predicted_max},
-                         {"actual", opt_u64(a.actual)},
-                         {"verdict", a.verdict ? json(to_string(*a.verdict)) : json(nullptr)},
-                         {"reason", a.reason},
-                         {"formula", a.formula}});
-    out["prediction"] = {{"applies", plan.prediction_applies},
-                         {"note", plan.prediction_note},
-                         {"verdict", to_string(plan.verdict)},
-                         {"areas", areas},
-                         {"allocation_risks", plan.allocation_risks}};
-
-    json fits = json::array();
-    for (const auto& f : plan.fits)
-        fits.push_back({{"what", f.what},
-                        {"need", f.need},
-                        {"have", f.have},
-                        {"margin", f.margin()},
-                        {"ok", f.ok},
-                        {"fatal", f.fatal},
-                        {"detail", f.detail}});
-    json images = nullptr;
-    if (plan.images) {
-        json segs = json::array();
-        for (const auto& s : plan.images->segments)
-            segs.push_back({{"name", s.request.name},
-                            {"memsz", s.memsz},
-                            {"addr", opt_u64(s.addr)},
-                            {"area", s.area ? json(*s.area) : json(nullptr)}});
-        images = {{"fits", plan.images->fits},
-                  {"message", plan.images->message},
-                  {"shortfall", plan.images->shortfall},
-                  {"segments", segs}};
-    }
-    out["next"] = {{"against", to_string(plan.fit_against)},
-                   {"cmdline", plan.next_cmdline},
-                   {"images", images},
-                   {"images_note", plan.images_note},
-                   {"early", reserved_json(plan.next_early, plan.area_nodes)},
-                   {"fits", fits},
-                   {"ok", plan.fits_ok}};
-
-    const Recommendation& r = plan.recommendation;
-    auto area_json = [](const RecommendedArea& a) {
-        return json{{"need", a.need}, {"size", a.size}, {"why", a.why}};
-    };
-    out["recommendation"] = {{"param", r.param},
-                             {"value", r.value},
-                             {"word", r.word},
-                             {"headroom_percent", r.headroom_percent},
-                             {"lowmem", area_json(r.lowmem)},
-                             {"global", area_json(r.global)},
-                             {"pernode", area_json(r.pernode)},
-                             {"total", r.total},
-                             {"default_total", r.default_total},
-                             {"notes", r.notes}};
+    out["prediction"] = prediction_json(plan);
+    out["next"] = next_json(plan);
+    out["recommendation"] = recommendation_json(plan.recommendation);
     out["warnings"] = plan.warnings;
     return out;
 }
 
-std::string format_scratch_plan(const ScratchPlan& plan) {
-    std::ostringstream o;
-    o << "Kernel " << plan.release.value_or("(unknown release)") << ": KHO scratch rules " << plan.rules.id
-      << " (" << plan.rules_reason << "; " << plan.rules.verified << ")\n";
-    o << plan.rules.param << ": " << plan.param.describe();
-    for (const auto& r : plan.param.rejected) o << "\n  refused: " << r;
-    o << "\n\n";
+namespace {
 
+void format_reserved(std::ostream& o, const ScratchPlan& plan) {
     o << "R, the kernel's own memblock reservations ("
       << pm(plan.reserved.total(), plan.reserved.uncertainty()) << "; below 4 GiB "
       << pm(plan.reserved.low(), plan.reserved.low_uncertainty()) << "):\n";
@@ -218,7 +234,9 @@ std::string format_scratch_plan(const ScratchPlan& plan) {
     for (unsigned n : plan.area_nodes)
         o << "  R(node " << n << ") = " << pm(plan.reserved.node_total(n), plan.reserved.node_uncertainty(n))
           << "\n";
+}
 
+void format_this_boot(std::ostream& o, const ScratchPlan& plan) {
     o << "\nThis boot's areas";
     if (!plan.prediction_note.empty()) o << " (" << plan.prediction_note << ")";
     o << ":\n";
@@ -233,7 +251,9 @@ std::string format_scratch_plan(const ScratchPlan& plan) {
     }
     o << "  verdict: " << to_string(plan.verdict) << "\n";
     for (const auto& r : plan.allocation_risks) o << "  risk: " << r << "\n";
+}
 
+void format_next_kexec(std::ostream& o, const ScratchPlan& plan) {
     o << "\nNext kexec, against the " << to_string(plan.fit_against) << " areas:\n";
     o << "  images: " << plan.images_note << "\n";
     for (const auto& f : plan.fits) {
@@ -242,8 +262,9 @@ std::string format_scratch_plan(const ScratchPlan& plan) {
           << (f.margin() < 0 ? "-" : "")
           << human_size(static_cast<std::uint64_t>(f.margin() < 0 ? -f.margin() : f.margin())) << "\n";
     }
+}
 
-    const Recommendation& r = plan.recommendation;
+void format_recommendation(std::ostream& o, const Recommendation& r) {
     o << "\nRecommended for the next cold boot: " << r.word << "\n";
     for (const RecommendedArea* a : {&r.lowmem, &r.global, &r.pernode}) {
         o << "  " << param_field(a->kind) << ": " << human_size(a->size) << " (need " << human_size(a->need)
@@ -253,6 +274,21 @@ std::string format_scratch_plan(const ScratchPlan& plan) {
     o << "  total " << human_size(r.total) << " (the default 200% would reserve "
       << human_size(r.default_total) << ")\n";
     for (const auto& n : r.notes) o << "  note: " << n << "\n";
+}
+
+}  // namespace
+
+std::string format_scratch_plan(const ScratchPlan& plan) {
+    std::ostringstream o;
+    o << "Kernel " << plan.release.value_or("(unknown release)") << ": KHO scratch rules " << plan.rules.id
+      << " (" << plan.rules_reason << "; " << plan.rules.verified << ")\n";
+    o << plan.rules.param << ": " << plan.param.describe();
+    for (const auto& r : plan.param.rejected) o << "\n  refused: " << r;
+    o << "\n\n";
+    format_reserved(o, plan);
+    format_this_boot(o, plan);
+    format_next_kexec(o, plan);
+    format_recommendation(o, plan.recommendation);
     for (const auto& w : plan.warnings) o << "warning: " << w << "\n";
     return o.str();
 }
