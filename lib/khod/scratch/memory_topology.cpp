@@ -103,89 +103,119 @@ Result<std::vector<unsigned>> read_list_file(const KernelPath& path) {
     return parse_list(*text, path.host.string());
 }
 
-// The node part: which blocks and CPUs each node has.
-Result<void> read_nodes(const Sysroot& root, ScratchInputs& in, const std::vector<Block>& blocks) {
-    std::map<unsigned, PhysRange> by_id;
-    for (const auto& b : blocks) by_id[b.id] = b.range;
+// CONFIG_NUMA=n: the kernel has one node 0 holding everything.
+NodeTopology only_node(const Sysroot& root, const std::vector<Block>& blocks) {
+    NodeTopology n;
+    n.online = true;
+    n.has_memory = true;
+    std::vector<PhysRange> ranges;
+    for (const auto& b : blocks) ranges.push_back(b.range);
+    n.blocks = merge_ranges(ranges);
+    n.block_count = blocks.size();
+    if (auto cpus = read_list_file(root.sys("devices/system/cpu/online"))) n.cpus = *cpus;
+    return n;
+}
 
-    if (!exists(root.sys("devices/system/node"))) {
-        // CONFIG_NUMA=n: the kernel has one node 0 holding everything.
-        in.numa_sysfs = false;
-        NodeTopology n;
-        n.online = true;
-        n.has_memory = true;
-        std::vector<PhysRange> ranges;
-        for (const auto& b : blocks) ranges.push_back(b.range);
-        n.blocks = merge_ranges(ranges);
-        n.block_count = blocks.size();
-        if (auto cpus = read_list_file(root.sys("devices/system/cpu/online"))) n.cpus = *cpus;
-        in.nodes.push_back(std::move(n));
-        return {};
-    }
+// node/online and node/has_memory; a memory node must be online.
+struct NodeSets {
+    std::set<unsigned> online;
+    std::set<unsigned> memory;
+};
 
+Result<NodeSets> read_node_sets(const Sysroot& root) {
     auto online = read_list_file(root.sys("devices/system/node/online"));
     if (!online) return online.error();
     KernelPath has_memory_path = root.sys("devices/system/node/has_memory");
     auto has_memory = read_list_file(has_memory_path);
     if (!has_memory) return has_memory.error();
-    std::set<unsigned> online_set(online->begin(), online->end());
-    std::set<unsigned> memory_set(has_memory->begin(), has_memory->end());
-    if (memory_set.empty()) return plain_error(has_memory_path.host.string(), "lists no node with memory");
-    for (unsigned n : memory_set)
-        if (!online_set.count(n))
+    NodeSets sets{.online = {online->begin(), online->end()},
+                  .memory = {has_memory->begin(), has_memory->end()}};
+    if (sets.memory.empty()) return plain_error(has_memory_path.host.string(), "lists no node with memory");
+    for (unsigned n : sets.memory)
+        if (!sets.online.count(n))
             return plain_error(has_memory_path.host.string(),
                                "lists node " + std::to_string(n) + " that node/online does not");
+    return sets;
+}
 
-    std::set<unsigned> all = online_set;
-    all.insert(memory_set.begin(), memory_set.end());
+// nodeN/memoryM links: each must name a block that exists, and no block two nodes.
+Result<void> link_node_blocks(const KernelPath& dir_path, const std::vector<std::string>& names,
+                              const std::map<unsigned, PhysRange>& by_id, std::set<unsigned>& claimed,
+                              NodeTopology& n) {
+    std::vector<PhysRange> ranges;
+    for (const auto& name : names) {
+        if (!starts_with_digits_after(name, "memory")) continue;
+        unsigned bid = suffix_number(name, 6);
+        auto it = by_id.find(bid);
+        if (it == by_id.end())
+            return plain_error(dir_path.host.string() + "/" + name,
+                               "links memory block " + std::to_string(bid) +
+                                   " that /sys/devices/system/memory does not have");
+        if (!claimed.insert(bid).second)
+            return plain_error(dir_path.host.string() + "/" + name,
+                               "memory block " + std::to_string(bid) + " is linked from two nodes");
+        ranges.push_back(it->second);
+        ++n.block_count;
+    }
+    n.blocks = merge_ranges(ranges);
+    return {};
+}
+
+Result<NodeTopology> read_node(const Sysroot& root, unsigned id, const NodeSets& sets,
+                               const std::map<unsigned, PhysRange>& by_id, std::set<unsigned>& claimed) {
+    std::string dir = "devices/system/node/node" + std::to_string(id);
+    KernelPath dir_path = root.sys(dir);
+    auto names = list_dir(dir_path);
+    if (!names)
+        return Error{names.error().code, names.error().path,
+                     "node " + std::to_string(id) + " is listed online but its directory cannot be read"};
+    NodeTopology n;
+    n.id = id;
+    n.online = sets.online.count(id) != 0;
+    n.has_memory = sets.memory.count(id) != 0;
+    if (auto cpus = read_list_file(root.sys(dir + "/cpulist")))
+        n.cpus = *cpus;
+    else if (!is_missing(cpus.error()))
+        return cpus.error();
+    if (auto linked = link_node_blocks(dir_path, *names, by_id, claimed, n); !linked) return linked.error();
+    if (auto text = read_file(root.sys(dir + "/meminfo"))) n.memtotal = meminfo_bytes(*text, "MemTotal");
+    return n;
+}
+
+// A tree without the nodeN/memoryM links (older captures): with one
+// memory node every block can only be its.
+void assign_unlinked_blocks(const Sysroot& root, ScratchInputs& in, const std::vector<Block>& blocks) {
+    auto& n =
+        *std::find_if(in.nodes.begin(), in.nodes.end(), [](const NodeTopology& x) { return x.has_memory; });
+    std::vector<PhysRange> ranges;
+    for (const auto& b : blocks) ranges.push_back(b.range);
+    n.blocks = merge_ranges(ranges);
+    n.block_count = blocks.size();
+    in.missing["node memory links"] =
+        root.sys("devices/system/node/node" + std::to_string(n.id)).host.string() +
+        ": no memoryN links; every block assigned to the only memory node";
+}
+
+// The node part: which blocks and CPUs each node has.
+Result<void> read_nodes(const Sysroot& root, ScratchInputs& in, const std::vector<Block>& blocks) {
+    if (!exists(root.sys("devices/system/node"))) {
+        in.numa_sysfs = false;
+        in.nodes.push_back(only_node(root, blocks));
+        return {};
+    }
+    auto sets = read_node_sets(root);
+    if (!sets) return sets.error();
+    std::map<unsigned, PhysRange> by_id;
+    for (const auto& b : blocks) by_id[b.id] = b.range;
+    std::set<unsigned> all = sets->online;
+    all.insert(sets->memory.begin(), sets->memory.end());
     std::set<unsigned> claimed;
     for (unsigned id : all) {
-        std::string dir = "devices/system/node/node" + std::to_string(id);
-        KernelPath dir_path = root.sys(dir);
-        auto names = list_dir(dir_path);
-        if (!names)
-            return Error{names.error().code, names.error().path,
-                         "node " + std::to_string(id) + " is listed online but its directory cannot be read"};
-        NodeTopology n;
-        n.id = id;
-        n.online = online_set.count(id) != 0;
-        n.has_memory = memory_set.count(id) != 0;
-        if (auto cpus = read_list_file(root.sys(dir + "/cpulist")))
-            n.cpus = *cpus;
-        else if (!is_missing(cpus.error()))
-            return cpus.error();
-        std::vector<PhysRange> ranges;
-        for (const auto& name : *names) {
-            if (!starts_with_digits_after(name, "memory")) continue;
-            unsigned bid = suffix_number(name, 6);
-            auto it = by_id.find(bid);
-            if (it == by_id.end())
-                return plain_error(dir_path.host.string() + "/" + name,
-                                   "links memory block " + std::to_string(bid) +
-                                       " that /sys/devices/system/memory does not have");
-            if (!claimed.insert(bid).second)
-                return plain_error(dir_path.host.string() + "/" + name,
-                                   "memory block " + std::to_string(bid) + " is linked from two nodes");
-            ranges.push_back(it->second);
-            ++n.block_count;
-        }
-        n.blocks = merge_ranges(ranges);
-        if (auto text = read_file(root.sys(dir + "/meminfo"))) n.memtotal = meminfo_bytes(*text, "MemTotal");
-        in.nodes.push_back(std::move(n));
+        auto node = read_node(root, id, *sets, by_id, claimed);
+        if (!node) return node.error();
+        in.nodes.push_back(std::move(*node));
     }
-    if (claimed.empty() && memory_set.size() == 1) {
-        // A tree without the nodeN/memoryM links (older captures): with one
-        // memory node every block can only be its.
-        auto& n = *std::find_if(in.nodes.begin(), in.nodes.end(),
-                                [](const NodeTopology& x) { return x.has_memory; });
-        std::vector<PhysRange> ranges;
-        for (const auto& b : blocks) ranges.push_back(b.range);
-        n.blocks = merge_ranges(ranges);
-        n.block_count = blocks.size();
-        in.missing["node memory links"] =
-            root.sys("devices/system/node/node" + std::to_string(n.id)).host.string() +
-            ": no memoryN links; every block assigned to the only memory node";
-    }
+    if (claimed.empty() && sets->memory.size() == 1) assign_unlinked_blocks(root, in, blocks);
     for (const auto& n : in.nodes)
         if (n.has_memory && n.blocks.empty())
             return plain_error(
@@ -443,37 +473,28 @@ std::optional<std::uint64_t> vmstat_value(const std::string& text, const std::st
     return std::nullopt;
 }
 
-Result<ScratchInputs> read_scratch_inputs(const Sysroot& root, const ScratchInputOptions& options) {
-    ScratchInputs in;
-    in.sysroot = root.root().string();
+namespace {
 
-    KernelPath release = root.proc("sys/kernel/osrelease");
-    if (auto r = read_trimmed(release))
-        in.release = *r;
-    else
-        note_missing(in, "release", r.error());
-    auto cmdline = read_trimmed(root.proc("cmdline"));
-    if (!cmdline) return cmdline.error();
-    in.cmdline = *cmdline;
-
-    // KHO. The caller has pointed root at debugfs (ensure_debugfs()).
+// KHO. The caller has pointed root at debugfs (ensure_debugfs()).
+void read_kho_state(const Sysroot& root, const ScratchInputOptions& options, ScratchInputs& in) {
     in.debugfs_mounted = options.debugfs_mounted;
-    if (in.debugfs_mounted) {
-        in.abi = detect_kho_abi(root);
-        in.kho_active = exists(root.debugfs("kho"));
-        in.incoming = exists(root.debugfs("kho/in"));
-        if (in.abi != KhoAbi::unknown) {
-            auto areas = read_scratch_areas(root, in.abi);
-            if (areas)
-                in.current_areas = *areas;
-            else
-                note_missing(in, "scratch areas", areas.error());
-        }
-    } else {
+    if (!in.debugfs_mounted) {
         in.missing["debugfs"] = options.debugfs_error.value_or("debugfs is not mounted");
+        return;
     }
+    in.abi = detect_kho_abi(root);
+    in.kho_active = exists(root.debugfs("kho"));
+    in.incoming = exists(root.debugfs("kho/in"));
+    if (in.abi == KhoAbi::unknown) return;
+    auto areas = read_scratch_areas(root, in.abi);
+    if (areas)
+        in.current_areas = *areas;
+    else
+        note_missing(in, "scratch areas", areas.error());
+}
 
-    // Topology.
+// Memory blocks, nodes and CPUs.
+Result<void> read_topology(const Sysroot& root, ScratchInputs& in) {
     KernelPath bs_path = root.sys("devices/system/memory/block_size_bytes");
     auto bs = read_hex_u64(bs_path);
     if (!bs) return bs.error();
@@ -488,11 +509,10 @@ Result<ScratchInputs> read_scratch_inputs(const Sysroot& root, const ScratchInpu
         in.possible_cpus = *cpus;
     else
         note_missing(in, "possible cpus", cpus.error());
+    return {};
+}
 
-    if (auto r = read_iomem(root, in); !r) return r.error();
-    read_cpuinfo(root, in);
-    read_boot_params(root, in);
-
+void read_vmstat_and_meminfo(const Sysroot& root, ScratchInputs& in) {
     if (auto text = read_file(root.proc("vmstat"))) {
         in.memmap_boot_pages = vmstat_value(*text, "nr_memmap_boot_pages");
         in.memmap_pages = vmstat_value(*text, "nr_memmap_pages");
@@ -509,21 +529,45 @@ Result<ScratchInputs> read_scratch_inputs(const Sysroot& root, const ScratchInpu
     } else {
         note_missing(in, "meminfo", text.error());
     }
+}
+
+void read_swiotlb(const Sysroot& root, ScratchInputs& in) {
+    if (!in.debugfs_mounted) {
+        in.missing["swiotlb"] = "debugfs is not mounted: swiotlb/io_tlb_nslabs unreadable";
+        return;
+    }
+    // x86_64 always builds swiotlb; without the file its size is unknown, not 0.
+    if (auto n = read_u64(root.debugfs("swiotlb/io_tlb_nslabs")))
+        in.swiotlb_nslabs = *n;
+    else
+        note_missing(in, "swiotlb", n.error());
+}
+
+}  // namespace
+
+Result<ScratchInputs> read_scratch_inputs(const Sysroot& root, const ScratchInputOptions& options) {
+    ScratchInputs in;
+    in.sysroot = root.root().string();
+    if (auto r = read_trimmed(root.proc("sys/kernel/osrelease")))
+        in.release = *r;
+    else
+        note_missing(in, "release", r.error());
+    auto cmdline = read_trimmed(root.proc("cmdline"));
+    if (!cmdline) return cmdline.error();
+    in.cmdline = *cmdline;
+
+    read_kho_state(root, options, in);
+    if (auto r = read_topology(root, in); !r) return r.error();
+    // The kernel's own reservations.
+    if (auto r = read_iomem(root, in); !r) return r.error();
+    read_cpuinfo(root, in);
+    read_boot_params(root, in);
+    read_vmstat_and_meminfo(root, in);
     read_percpu_static(root, in);
     in.modules = exists(root.proc("modules"));
     read_crash_cma(root, in);
     in.kfence = exists(root.sys("module/kfence"));
-
-    if (in.debugfs_mounted) {
-        KernelPath nslabs = root.debugfs("swiotlb/io_tlb_nslabs");
-        // x86_64 always builds swiotlb; without the file its size is unknown, not 0.
-        if (auto n = read_u64(nslabs))
-            in.swiotlb_nslabs = *n;
-        else
-            note_missing(in, "swiotlb", n.error());
-    } else {
-        in.missing["swiotlb"] = "debugfs is not mounted: swiotlb/io_tlb_nslabs unreadable";
-    }
+    read_swiotlb(root, in);
 
     if (auto r = read_next_images(options, in); !r) return r.error();
     return in;
