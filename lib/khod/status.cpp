@@ -4,7 +4,7 @@
 
 #include "khod/base/hex.hpp"
 #include "khod/base/units.hpp"
-#include "khod/scratch/scratch_area_json.hpp"
+#include "khod/kho/scratch_area_json.hpp"
 
 namespace khod {
 

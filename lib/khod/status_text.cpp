@@ -63,7 +63,7 @@ std::string format_status(const Status& s) {
         t.raw("    #  kind    node  address             size");
         for (const ScratchArea& a : *scratch.value) {
             char line[160];
-            std::snprintf(line, sizeof line, "    %-2u %-7s %-5s %s  %s (0x%llx)", a.index, a.kind.c_str(),
+            std::snprintf(line, sizeof line, "    %-2u %-7s %-5s %s  %s (0x%llx)", a.index, to_string(a.kind),
                           a.node ? std::to_string(*a.node).c_str() : "-", hex_padded(a.phys).c_str(),
                           human_size(a.size).c_str(), static_cast<unsigned long long>(a.size));
             t.raw(line);

@@ -67,7 +67,7 @@ int HandoverObject::get_property(sd_bus* /*bus*/, const char* /*path*/, const ch
         int r = sd_bus_message_open_container(reply, 'a', "(usttt)");
         if (r < 0) return r;
         for (const ScratchArea& a : h.scratch_areas()) {
-            r = sd_bus_message_append(reply, "(usttt)", a.index, a.kind.c_str(),
+            r = sd_bus_message_append(reply, "(usttt)", a.index, to_string(a.kind),
                                       a.node ? static_cast<std::uint64_t>(*a.node) : UINT64_MAX, a.phys,
                                       a.size);
             if (r < 0) return r;

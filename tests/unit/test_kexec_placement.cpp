@@ -18,7 +18,7 @@ std::vector<ScratchArea> areas(std::initializer_list<std::pair<std::uint64_t, st
     for (auto [phys, size] : list) {
         ScratchArea a;
         a.index = i;
-        a.kind = i == 0 ? "lowmem" : i == 1 ? "global" : "node";
+        a.kind = area_kind_at(static_cast<unsigned>(i));
         if (i >= 2) a.node = i - 2;
         a.phys = phys;
         a.size = size;

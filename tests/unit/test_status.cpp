@@ -46,11 +46,11 @@ TEST(StatusVmKho, ScratchAreasAreTheOnesTheCommandLineAskedFor) {
     ASSERT_TRUE(s.kho.scratch.ok()) << s.kho.scratch.error.describe();
     const auto& a = *s.kho.scratch.value;
     ASSERT_EQ(a.size(), 3u);
-    EXPECT_EQ(a[0].kind, "lowmem");
+    EXPECT_EQ(a[0].kind, ScratchAreaKind::lowmem);
     EXPECT_EQ(a[0].size, 16u << 20);
-    EXPECT_EQ(a[1].kind, "global");
+    EXPECT_EQ(a[1].kind, ScratchAreaKind::global);
     EXPECT_EQ(a[1].size, 64u << 20);
-    EXPECT_EQ(a[2].kind, "node");
+    EXPECT_EQ(a[2].kind, ScratchAreaKind::node);
     EXPECT_EQ(a[2].node, 0u);
     EXPECT_EQ(a[2].size, 32u << 20);
     for (const auto& area : a) {

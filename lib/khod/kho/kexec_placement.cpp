@@ -38,7 +38,7 @@ bool power_of_two(std::uint64_t a) {
 }
 
 std::string area_name(const ScratchArea& a) {
-    std::string s = "area " + std::to_string(a.index) + " (" + a.kind;
+    std::string s = "area " + std::to_string(a.index) + " (" + to_string(a.kind);
     if (a.node) s += " " + std::to_string(*a.node);
     return s + ", " + human_size(a.size) + " at " + hex(a.phys) + ")";
 }
@@ -176,7 +176,7 @@ Placement place_segments(const std::vector<ScratchArea>& areas, const std::vecto
                 if (s.area == a.index) names += (names.empty() ? "" : ", ") + s.request.name;
             if (names.empty()) continue;
             if (!where.empty()) where += "; ";
-            where += names + " in area " + std::to_string(a.index) + " (" + a.kind + ")";
+            where += names + " in area " + std::to_string(a.index) + " (" + to_string(a.kind) + ")";
         }
         std::string dropped;
         for (const auto& s : p.segments)

@@ -4,6 +4,21 @@
 
 namespace khod {
 
+const char* to_string(ScratchAreaKind kind) {
+    switch (kind) {
+        case ScratchAreaKind::lowmem: return "lowmem";
+        case ScratchAreaKind::global: return "global";
+        case ScratchAreaKind::node: break;
+    }
+    return "node";
+}
+
+ScratchAreaKind area_kind_at(unsigned index) {
+    if (index == 0) return ScratchAreaKind::lowmem;
+    if (index == 1) return ScratchAreaKind::global;
+    return ScratchAreaKind::node;
+}
+
 const char* to_string(KhoAbi abi) {
     switch (abi) {
         case KhoAbi::finalize: return "finalize";
@@ -80,14 +95,8 @@ Result<std::vector<ScratchArea>> read_scratch_areas(const Sysroot& root, KhoAbi 
         a.index = static_cast<unsigned>(i);
         a.phys = (*phys)[i];
         a.size = (*len)[i];
-        if (i == 0) {
-            a.kind = "lowmem";
-        } else if (i == 1) {
-            a.kind = "global";
-        } else {
-            a.kind = "node";
-            if (nodes.size() == node_areas) a.node = nodes[i - 2];
-        }
+        a.kind = area_kind_at(a.index);
+        if (a.kind == ScratchAreaKind::node && nodes.size() == node_areas) a.node = nodes[i - 2];
         areas.push_back(std::move(a));
     }
     return areas;

@@ -24,12 +24,18 @@ enum class KhoAbi {
 const char* to_string(KhoAbi abi);  // "unknown", "finalize", "stateless", "stateless-bootmem"
 const char* describe(KhoAbi abi);   // for people: which kernels and which files
 
+// The kernel's scratch array: the lowmem area, the global one, then one per node.
+enum class ScratchAreaKind { lowmem, global, node };
+const char* to_string(ScratchAreaKind kind);  // "lowmem", "global", "node"
+// The kind of the area at this index of the kernel's array.
+ScratchAreaKind area_kind_at(unsigned index);
+
 // One scratch area, in the kernel's array order: [0] below 4 GiB, [1] global,
 // [2..] one per memory node that existed at boot.
 struct ScratchArea {
     unsigned index = 0;
-    std::string kind;              // "lowmem", "global" or "node"
-    std::optional<unsigned> node;  // for kind "node", when the node list allows naming it
+    ScratchAreaKind kind = ScratchAreaKind::lowmem;
+    std::optional<unsigned> node;  // for kind node, when the node list allows naming it
     std::uint64_t phys = 0;
     std::uint64_t size = 0;
 };

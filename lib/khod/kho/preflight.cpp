@@ -11,7 +11,7 @@
 #include "khod/base/fd.hpp"
 #include "khod/base/hex.hpp"
 #include "khod/base/units.hpp"
-#include "khod/scratch/scratch_area_json.hpp"
+#include "khod/kho/scratch_area_json.hpp"
 
 namespace khod {
 
@@ -525,7 +525,8 @@ std::string format_preflight(const PreflightReport& r) {
         }
         out << "  scratch areas:";
         for (const auto& a : r.scratch)
-            out << " [" << a.index << "] " << a.kind << " " << human_size(a.size) << " at " << hex(a.phys);
+            out << " [" << a.index << "] " << to_string(a.kind) << " " << human_size(a.size) << " at "
+                << hex(a.phys);
         out << '\n';
     }
     out << (r.ok() ? "\nall checks passed\n" : "\nsome checks failed\n");

@@ -188,7 +188,7 @@ AreaCheck check_area(const ScratchPlan& plan, const ScratchInputs& in, const Pre
         const ScratchArea& a = (*in.current_areas)[i];
         c.actual = a.size;
         if (i >= sizes.point.size()) {
-            c.kind = area_kind_at(a.index);
+            c.kind = a.kind;
             c.node = a.node;
         }
     }

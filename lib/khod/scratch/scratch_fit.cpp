@@ -36,7 +36,7 @@ std::vector<ScratchArea> areas_for_fit(const ScratchPlan& plan, const ScratchInp
     for (const auto& a : plan.areas) {
         ScratchArea s;
         s.index = a.index;
-        s.kind = to_string(a.kind);
+        s.kind = a.kind;
         s.node = a.node;
         s.size = a.predicted.value_or(0);
         if (a.kind == ScratchAreaKind::lowmem) {
@@ -137,7 +137,7 @@ FreeRoom free_room(const KexecImages& k) {
             room.low += f;
             room.largest_low = std::max(room.largest_low, f);
         }
-        if (area_kind_at(a.index) == ScratchAreaKind::node && a.node) room.node[*a.node] = f;
+        if (a.kind == ScratchAreaKind::node && a.node) room.node[*a.node] = f;
     }
     return room;
 }

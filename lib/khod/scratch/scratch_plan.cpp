@@ -7,7 +7,7 @@
 #include "khod/base/debugfs.hpp"
 #include "khod/base/hex.hpp"
 #include "khod/base/units.hpp"
-#include "khod/scratch/scratch_area_json.hpp"
+#include "khod/kho/scratch_area_json.hpp"
 #include "khod/scratch/scratch_internal.hpp"
 
 namespace khod {
@@ -339,7 +339,7 @@ std::string format_scratch_show(const KhoStatus& kho) {
     std::uint64_t total = 0;
     for (const auto& a : *kho.scratch.value) {
         char line[160];
-        std::string name = a.kind + (a.node ? " " + std::to_string(*a.node) : "");
+        std::string name = to_string(a.kind) + (a.node ? " " + std::to_string(*a.node) : "");
         std::snprintf(line, sizeof line, "  [%u] %-8s %18s - %-18s %s\n", a.index, name.c_str(),
                       hex(a.phys).c_str(), hex(a.phys + a.size).c_str(), human_size(a.size).c_str());
         o << line;

@@ -155,13 +155,8 @@ struct SizingR {
     std::map<unsigned, std::uint64_t> node;
 };
 
-// The kernel's scratch array: the lowmem area, the global one, then one per node.
-enum class ScratchAreaKind { lowmem, global, node };
-const char* to_string(ScratchAreaKind kind);  // "lowmem", "global", "node"
 // The kho_scratch=L,G,P field that sizes areas of this kind: "lowmem", "global", "pernode".
 const char* param_field(ScratchAreaKind kind);
-// The kind of the area at this index of the kernel's array.
-ScratchAreaKind area_kind_at(unsigned index);
 
 struct AreaSize {
     unsigned index = 0;

@@ -8,23 +8,8 @@ namespace khod {
 
 using namespace scratch_detail;  // the planner's shared internals
 
-const char* to_string(ScratchAreaKind kind) {
-    switch (kind) {
-        case ScratchAreaKind::lowmem: return "lowmem";
-        case ScratchAreaKind::global: return "global";
-        case ScratchAreaKind::node: break;
-    }
-    return "node";
-}
-
 const char* param_field(ScratchAreaKind kind) {
     return kind == ScratchAreaKind::node ? "pernode" : to_string(kind);
-}
-
-ScratchAreaKind area_kind_at(unsigned index) {
-    if (index == 0) return ScratchAreaKind::lowmem;
-    if (index == 1) return ScratchAreaKind::global;
-    return ScratchAreaKind::node;
 }
 
 namespace {

@@ -1,4 +1,4 @@
-#include "khod/scratch/scratch_area_json.hpp"
+#include "khod/kho/scratch_area_json.hpp"
 
 #include "khod/base/hex.hpp"
 #include "khod/base/units.hpp"
@@ -8,7 +8,7 @@ namespace khod {
 nlohmann::json to_json(const ScratchArea& area) {
     using nlohmann::json;
     return {{"index", area.index},
-            {"kind", area.kind},
+            {"kind", to_string(area.kind)},
             {"node", area.node ? json(*area.node) : json(nullptr)},
             {"phys", area.phys},
             {"phys_hex", hex(area.phys)},
