@@ -283,60 +283,59 @@ const KhoSubtree* KhoFdtReport::subtree(std::string_view name) const {
     return nullptr;
 }
 
-KhoFdtReport read_kho_fdt(const Sysroot& root, KhoFdtDirection dir, const DebugfsState& debugfs) {
-    KhoFdtReport r;
-    r.direction = dir;
-    r.debugfs = debugfs;
-    const std::string base = std::string("kho/") + to_string(dir);
-    KernelPath dirpath = root.debugfs(base);
-    r.path = dirpath.kernel;
-    if (!debugfs.mounted) {
-        r.error = debugfs.error ? *debugfs.error : plain_error(debugfs.mountpoint, "debugfs is not mounted");
-        return r;
-    }
-    KernelPath kho = root.debugfs("kho");
-    if (!exists(kho)) {
-        r.error = plain_error(kho.kernel,
-                              "does not exist: KHO is not active on this kernel (booted without "
-                              "kho=on, or built without KEXEC_HANDOVER_DEBUGFS)");
-        return r;
-    }
-    r.abi = detect_kho_abi(root);
-    const bool incoming_dir = exists(root.debugfs("kho/in"));
-    if (!exists(dirpath)) {
-        r.error =
-            plain_error(dirpath.kernel, dir == KhoFdtDirection::in
-                                            ? "does not exist: this boot did not come through a KHO kexec"
-                                            : "does not exist");
-        return r;
-    }
-    const bool in = dir == KhoFdtDirection::in;
+namespace {
 
+// Why KHO's debugfs cannot be read, if it cannot: no debugfs, or no KHO.
+std::optional<Error> kho_debugfs_missing(const Sysroot& root, const DebugfsState& debugfs) {
+    if (!debugfs.mounted)
+        return debugfs.error ? *debugfs.error : plain_error(debugfs.mountpoint, "debugfs is not mounted");
+    KernelPath kho = root.debugfs("kho");
+    if (!exists(kho))
+        return plain_error(kho.kernel,
+                           "does not exist: KHO is not active on this kernel (booted without "
+                           "kho=on, or built without KEXEC_HANDOVER_DEBUGFS)");
+    return std::nullopt;
+}
+
+// No kho/in on a cold boot.
+std::optional<Error> kho_dir_missing(KhoFdtDirection dir, const KernelPath& dirpath) {
+    if (exists(dirpath)) return std::nullopt;
+    return plain_error(dirpath.kernel, dir == KhoFdtDirection::in
+                                           ? "does not exist: this boot did not come through a KHO kexec"
+                                           : "does not exist");
+}
+
+// Why there is no root FDT file, as the kernel of each ABI decides.
+std::string root_absent_reason(const Sysroot& root, const KhoFdtReport& r) {
+    if (r.direction == KhoFdtDirection::in) return "the kernel did not expose the incoming root FDT";
+    if (r.abi == KhoAbi::finalize)
+        return "6.16-6.18 create kho/out/fdt and the sub_fdts entries only when KHO is finalized "
+               "(echo 1 > kho/out/finalize)";
+    if (exists(root.debugfs("kho/in")))
+        return "7.x creates kho/out/fdt only on a cold boot, and this boot came through a KHO kexec "
+               "(kho/in exists); the outgoing sub-trees are still listed";
+    return "the kernel did not create it";
+}
+
+void read_root(const Sysroot& root, const std::string& base, KhoFdtReport& r) {
     KernelPath fdt_path = root.debugfs(base + "/fdt");
     auto fdt_bytes = read_file(fdt_path);
     if (fdt_bytes) {
         r.root = decode_kho_root(*fdt_bytes, fdt_path.kernel);
-    } else {
-        r.root.path = fdt_path.kernel;
-        if (!is_missing(fdt_bytes.error())) {
-            r.root.present = true;
-            r.root.read_error = fdt_bytes.error();
-        } else if (in) {
-            r.root.absent_reason = "the kernel did not expose the incoming root FDT";
-        } else if (r.abi == KhoAbi::finalize) {
-            r.root.absent_reason =
-                "6.16-6.18 create kho/out/fdt and the sub_fdts entries only when KHO is finalized "
-                "(echo 1 > kho/out/finalize)";
-        } else if (incoming_dir) {
-            r.root.absent_reason =
-                "7.x creates kho/out/fdt only on a cold boot, and this boot came through a KHO kexec "
-                "(kho/in exists); the outgoing sub-trees are still listed";
-        } else {
-            r.root.absent_reason = "the kernel did not create it";
-        }
+        return;
     }
+    r.root.path = fdt_path.kernel;
+    if (!is_missing(fdt_bytes.error())) {
+        r.root.present = true;
+        r.root.read_error = fdt_bytes.error();
+    } else {
+        r.root.absent_reason = root_absent_reason(root, r);
+    }
+}
 
-    // Sub-trees: every file in sub_fdts, plus every root entry without one.
+// Every file in sub_fdts, decoded, by name.
+std::map<std::string, KhoSubtree> read_subtree_files(const Sysroot& root, const std::string& base, bool in,
+                                                     KhoFdtReport& r) {
     std::map<std::string, KhoSubtree> found;
     KernelPath sub_dir = root.debugfs(base + "/sub_fdts");
     auto names = list_dir(sub_dir);
@@ -356,8 +355,13 @@ KhoFdtReport read_kho_fdt(const Sysroot& root, KhoFdtDirection dir, const Debugf
             found[name] = std::move(s);
         }
     }
+    return found;
+}
 
-    const bool root_whole = r.root.fdt.valid;
+// Joins the root's entries with the files: an entry without a file is reported
+// missing, a file the (whole) root does not list is noted.
+void match_root_entries(const KhoFdtReport& r, const std::string& dir_kernel_path,
+                        std::map<std::string, KhoSubtree>& found) {
     for (const KhoRootEntry& e : r.root.entries) {
         if (!e.complete && !found.count(e.name)) continue;  // a name cut short matches no file
         auto it = found.find(e.name);
@@ -366,7 +370,7 @@ KhoFdtReport read_kho_fdt(const Sysroot& root, KhoFdtDirection dir, const Debugf
             s.name = e.name;
             s.format = "missing";
             s.notes.push_back(
-                "listed in the root FDT, but " + dirpath.kernel + "/sub_fdts has no such file" +
+                "listed in the root FDT, but " + dir_kernel_path + "/sub_fdts has no such file" +
                 (e.problems.empty() ? std::string() : " (the kernel skips nodes it cannot use)"));
             it = found.emplace(e.name, std::move(s)).first;
         }
@@ -377,15 +381,16 @@ KhoFdtReport read_kho_fdt(const Sysroot& root, KhoFdtDirection dir, const Debugf
                 it->second.path, "the root FDT says blob-size " + std::to_string(*e.blob_size) + " but " +
                                      std::to_string(it->second.data->size()) + " bytes were read"));
     }
+    if (!r.root.fdt.valid) return;
     for (auto& [name, s] : found) {
-        if (!s.in_root && root_whole) {
-            s.in_root = false;
-            s.notes.emplace_back("not listed in the root FDT");
-        }
-        r.subtrees.push_back(std::move(s));
+        if (s.in_root) continue;
+        s.in_root = false;
+        s.notes.emplace_back("not listed in the root FDT");
     }
+}
 
-    if (r.root.fdt.truncated && !in)
+void add_reading_notes(KhoFdtReport& r) {
+    if (r.root.fdt.truncated && r.direction == KhoFdtDirection::out)
         r.notes.emplace_back(
             "kho/out/fdt is cut short: its debugfs size was fixed when it was created early in boot, and "
             "sub-trees added later grew the root in place; the sub-trees are read from kho/out/sub_fdts, "
@@ -394,6 +399,32 @@ KhoFdtReport read_kho_fdt(const Sysroot& root, KhoFdtDirection dir, const Debugf
         r.notes.emplace_back(
             "the preserved-memory map lives in physical memory, which userspace cannot read: only its "
             "address is shown");
+}
+
+}  // namespace
+
+KhoFdtReport read_kho_fdt(const Sysroot& root, KhoFdtDirection dir, const DebugfsState& debugfs) {
+    KhoFdtReport r;
+    r.direction = dir;
+    r.debugfs = debugfs;
+    const std::string base = std::string("kho/") + to_string(dir);
+    KernelPath dirpath = root.debugfs(base);
+    r.path = dirpath.kernel;
+    if (auto missing = kho_debugfs_missing(root, debugfs)) {
+        r.error = *missing;
+        return r;
+    }
+    r.abi = detect_kho_abi(root);
+    if (auto missing = kho_dir_missing(dir, dirpath)) {
+        r.error = *missing;
+        return r;
+    }
+    const bool in = dir == KhoFdtDirection::in;
+    read_root(root, base, r);
+    auto found = read_subtree_files(root, base, in, r);
+    match_root_entries(r, dirpath.kernel, found);
+    for (auto& [name, s] : found) r.subtrees.push_back(std::move(s));
+    add_reading_notes(r);
     return r;
 }
 
