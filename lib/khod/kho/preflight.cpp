@@ -405,14 +405,12 @@ PreflightReport run_preflight(const Sysroot& sysroot, const PreflightRequest& re
     return r;
 }
 
-nlohmann::json to_json(const PreflightReport& r) {
+namespace {
+
+nlohmann::json checks_json(const std::vector<PreflightCheck>& list) {
     using nlohmann::json;
-    json j;
-    j["schema"] = preflight_schema_version;
-    j["sysroot"] = r.sysroot;
-    j["ok"] = r.ok();
     json checks = json::array();
-    for (const auto& c : r.checks) {
+    for (const auto& c : list) {
         json cj = {{"name", c.name}, {"status", to_string(c.status)}, {"message", c.message}};
         if (c.error) {
             cj["errno"] = c.error->code;
@@ -421,39 +419,90 @@ nlohmann::json to_json(const PreflightReport& r) {
         }
         checks.push_back(std::move(cj));
     }
-    j["checks"] = std::move(checks);
+    return checks;
+}
+
+nlohmann::json kernel_json(const BzImageInfo& k) {
+    using nlohmann::json;
+    return {
+        {"path", k.path},
+        {"file_size", k.file_size},
+        {"protocol", k.protocol_string()},
+        {"version", k.version ? json(*k.version) : json(nullptr)},
+        {"release", k.release ? json(*k.release) : json(nullptr)},
+        {"setup_sects", k.setup_sects},
+        {"loadflags", k.loadflags},
+        {"xloadflags", k.xloadflags},
+        {"xloadflags_names", xloadflag_names(k.xloadflags)},
+        {"kernel_alignment", k.kernel_alignment},
+        {"relocatable", k.relocatable},
+        {"pref_address", k.pref_address},
+        {"pref_address_hex", hex(k.pref_address)},
+        {"init_size", k.init_size},
+        {"init_size_human", human_size(k.init_size)},
+        {"cmdline_size", k.cmdline_size},
+        {"payload_offset", k.payload_offset},
+        {"payload_length", k.payload_length},
+        {"pe_image", k.pe_image},
+        {"pe_signed", k.pe_signed},
+    };
+}
+
+nlohmann::json placement_json(const Placement& p) {
+    using nlohmann::json;
+    json segs = json::array();
+    for (const auto& s : p.segments) {
+        segs.push_back({{"name", s.request.name},
+                        {"origin", s.request.origin},
+                        {"size", s.request.size},
+                        {"memsz", s.memsz},
+                        {"align", s.align},
+                        {"min_addr", s.request.min_addr},
+                        {"required", s.request.required},
+                        {"attempted", s.attempted},
+                        {"addr", s.addr ? json(*s.addr) : json(nullptr)},
+                        {"addr_hex", s.addr ? json(hex(*s.addr)) : json(nullptr)},
+                        {"area", s.area ? json(*s.area) : json(nullptr)}});
+    }
+    return {{"fits", p.fits},
+            {"segments", std::move(segs)},
+            {"failed", p.failed ? json(p.segments[*p.failed].request.name) : json(nullptr)},
+            {"largest_area", p.largest_area ? to_json(*p.largest_area) : json(nullptr)},
+            {"needed", p.needed},
+            {"best_free", p.best_free},
+            {"shortfall", p.shortfall},
+            {"suggested_area_size", p.suggested_area_size},
+            {"message", p.message}};
+}
+
+nlohmann::json policy_json(const KexecPolicy& pol) {
+    using nlohmann::json;
+    return {{"lockdown", policy_probe(pol.lockdown)},
+            {"kexec_load_disabled", policy_probe(pol.load_disabled)},
+            {"kexec_load_limit_reboot", policy_probe(pol.limit_reboot)},
+            {"kexec_load_limit_panic", policy_probe(pol.limit_panic)},
+            {"cap_sys_boot", policy_probe(pol.cap_sys_boot)},
+            {"secure_boot", policy_probe(pol.secure_boot)},
+            {"config", pol.config_path ? json(*pol.config_path) : json(nullptr)},
+            {"kexec_sig", optional_bool(pol.kexec_sig)},
+            {"kexec_sig_force", optional_bool(pol.kexec_sig_force)}};
+}
+
+}  // namespace
+
+nlohmann::json to_json(const PreflightReport& r) {
+    using nlohmann::json;
+    json j;
+    j["schema"] = preflight_schema_version;
+    j["sysroot"] = r.sysroot;
+    j["ok"] = r.ok();
+    j["checks"] = checks_json(r.checks);
     j["kho"] = {{"active", optional_bool(r.kho_active)}, {"abi", to_string(r.kho_abi)}};
     json scratch = json::array();
     for (const auto& a : r.scratch) scratch.push_back(to_json(a));
     j["kho"]["scratch"] = std::move(scratch);
 
-    if (r.kernel) {
-        const BzImageInfo& k = *r.kernel;
-        j["kernel"] = {
-            {"path", k.path},
-            {"file_size", k.file_size},
-            {"protocol", k.protocol_string()},
-            {"version", k.version ? json(*k.version) : json(nullptr)},
-            {"release", k.release ? json(*k.release) : json(nullptr)},
-            {"setup_sects", k.setup_sects},
-            {"loadflags", k.loadflags},
-            {"xloadflags", k.xloadflags},
-            {"xloadflags_names", xloadflag_names(k.xloadflags)},
-            {"kernel_alignment", k.kernel_alignment},
-            {"relocatable", k.relocatable},
-            {"pref_address", k.pref_address},
-            {"pref_address_hex", hex(k.pref_address)},
-            {"init_size", k.init_size},
-            {"init_size_human", human_size(k.init_size)},
-            {"cmdline_size", k.cmdline_size},
-            {"payload_offset", k.payload_offset},
-            {"payload_length", k.payload_length},
-            {"pe_image", k.pe_image},
-            {"pe_signed", k.pe_signed},
-        };
-    } else {
-        j["kernel"] = nullptr;
-    }
+    j["kernel"] = r.kernel ? kernel_json(*r.kernel) : json(nullptr);
     j["initrd"] = r.initrd ? json{{"path", r.initrd->string()},
                                   {"size", r.initrd_size ? json(*r.initrd_size) : json(nullptr)}}
                            : json(nullptr);
@@ -467,44 +516,8 @@ nlohmann::json to_json(const PreflightReport& r) {
                   {"ima_kexec", r.model.ima_kexec},
                   {"ima_buffer_size", r.model.ima_buffer_size},
                   {"notes", r.model_notes}};
-    if (r.placement) {
-        const Placement& p = *r.placement;
-        json segs = json::array();
-        for (const auto& s : p.segments) {
-            segs.push_back({{"name", s.request.name},
-                            {"origin", s.request.origin},
-                            {"size", s.request.size},
-                            {"memsz", s.memsz},
-                            {"align", s.align},
-                            {"min_addr", s.request.min_addr},
-                            {"required", s.request.required},
-                            {"attempted", s.attempted},
-                            {"addr", s.addr ? json(*s.addr) : json(nullptr)},
-                            {"addr_hex", s.addr ? json(hex(*s.addr)) : json(nullptr)},
-                            {"area", s.area ? json(*s.area) : json(nullptr)}});
-        }
-        j["placement"] = {{"fits", p.fits},
-                          {"segments", std::move(segs)},
-                          {"failed", p.failed ? json(p.segments[*p.failed].request.name) : json(nullptr)},
-                          {"largest_area", p.largest_area ? to_json(*p.largest_area) : json(nullptr)},
-                          {"needed", p.needed},
-                          {"best_free", p.best_free},
-                          {"shortfall", p.shortfall},
-                          {"suggested_area_size", p.suggested_area_size},
-                          {"message", p.message}};
-    } else {
-        j["placement"] = nullptr;
-    }
-    const KexecPolicy& pol = r.policy;
-    j["policy"] = {{"lockdown", policy_probe(pol.lockdown)},
-                   {"kexec_load_disabled", policy_probe(pol.load_disabled)},
-                   {"kexec_load_limit_reboot", policy_probe(pol.limit_reboot)},
-                   {"kexec_load_limit_panic", policy_probe(pol.limit_panic)},
-                   {"cap_sys_boot", policy_probe(pol.cap_sys_boot)},
-                   {"secure_boot", policy_probe(pol.secure_boot)},
-                   {"config", pol.config_path ? json(*pol.config_path) : json(nullptr)},
-                   {"kexec_sig", optional_bool(pol.kexec_sig)},
-                   {"kexec_sig_force", optional_bool(pol.kexec_sig_force)}};
+    j["placement"] = r.placement ? placement_json(*r.placement) : json(nullptr);
+    j["policy"] = policy_json(r.policy);
     return j;
 }
 
