@@ -9,9 +9,8 @@ std::unique_ptr<KhodClient> KhodClient::connect(BusFailure& failure) {
     sd_bus* bus = nullptr;
     int r = sd_bus_open_system(&bus);
     if (r < 0) {
-        failure = {"org.freedesktop.DBus.Error.NoServer", std::string("cannot connect to the system bus: ") +
-                                                              std::strerror(-r) +
-                                                              " (is dbus running? khod needs it)"};
+        failure = {SD_BUS_ERROR_NO_SERVER, std::string("cannot connect to the system bus: ") +
+                                               std::strerror(-r) + " (is dbus running? khod needs it)"};
         return nullptr;
     }
     return std::unique_ptr<KhodClient>(new KhodClient(bus));
@@ -25,15 +24,13 @@ bool KhodClient::check(int r, sd_bus_error* error, const char* what, BusFailure&
     if (r >= 0) return true;
     std::string name = error->name ? error->name : "";
     std::string message = error->message ? error->message : std::strerror(-r);
-    if (name == "org.freedesktop.DBus.Error.ServiceUnknown" ||
-        name == "org.freedesktop.DBus.Error.NameHasNoOwner") {
-        message =
-            "khod is not running (nothing owns org.kexec.khod1 on the system bus); start it with "
-            "`systemctl start khod`";
-    } else if (name == "org.freedesktop.DBus.Error.AccessDenied") {
+    if (name == SD_BUS_ERROR_SERVICE_UNKNOWN || name == SD_BUS_ERROR_NAME_HAS_NO_OWNER) {
+        message = std::string("khod is not running (nothing owns ") + khod1::bus_name +
+                  " on the system bus); start it with `systemctl start khod`";
+    } else if (name == SD_BUS_ERROR_ACCESS_DENIED) {
         message = std::string(what) + " needs root: " + message;
     }
-    failure = {name.empty() ? "org.freedesktop.DBus.Error.Failed" : name, message};
+    failure = {name.empty() ? SD_BUS_ERROR_FAILED : name, message};
     return false;
 }
 
@@ -98,7 +95,7 @@ int read_value(sd_bus_message* m, nlohmann::json& out) {
 bool KhodClient::properties(const char* interface, nlohmann::json& out, BusFailure& failure) {
     sd_bus_error error = SD_BUS_ERROR_NULL;
     sd_bus_message* reply = nullptr;
-    int r = sd_bus_call_method(bus_, "org.kexec.khod1", "/org/kexec/khod1", "org.freedesktop.DBus.Properties",
+    int r = sd_bus_call_method(bus_, khod1::bus_name, khod1::object_path, "org.freedesktop.DBus.Properties",
                                "GetAll", &error, &reply, "s", interface);
     bool ok = check(r, &error, "reading properties", failure);
     sd_bus_error_free(&error);
@@ -116,8 +113,7 @@ bool KhodClient::properties(const char* interface, nlohmann::json& out, BusFailu
     }
     sd_bus_message_unref(reply);
     if (r < 0) {
-        failure = {"org.freedesktop.DBus.Error.InvalidArgs",
-                   std::string("malformed reply: ") + std::strerror(-r)};
+        failure = {SD_BUS_ERROR_INVALID_ARGS, std::string("malformed reply: ") + std::strerror(-r)};
         return false;
     }
     return true;

@@ -9,10 +9,12 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "khod1-names.hpp"
+
 namespace khoctl {
 
 struct BusFailure {
-    std::string name;     // D-Bus error name, e.g. org.kexec.khod1.Error.WrongState
+    std::string name;     // D-Bus error name, e.g. khod1::error::wrong_state
     std::string message;  // for people
 };
 
@@ -41,8 +43,8 @@ template <class... Args>
 bool KhodClient::call(const char* interface, const char* method, BusFailure& failure, const char* signature,
                       Args... args) {
     sd_bus_error error = SD_BUS_ERROR_NULL;
-    int r = sd_bus_call_method(bus_, "org.kexec.khod1", "/org/kexec/khod1", interface, method, &error,
-                               nullptr, signature, args...);
+    int r = sd_bus_call_method(bus_, khod1::bus_name, khod1::object_path, interface, method, &error, nullptr,
+                               signature, args...);
     bool ok = check(r, &error, method, failure);
     sd_bus_error_free(&error);
     return ok;

@@ -11,11 +11,6 @@ namespace khoctl {
 
 namespace {
 
-constexpr const char* handover_interface = "org.kexec.khod1.Handover";
-constexpr std::uint64_t prepare_reuse_cmdline = 1u << 0;
-constexpr std::uint64_t prepare_keep_cmdline = 1u << 1;
-constexpr std::uint64_t exec_force = 1u << 0;
-
 void print_handover(const nlohmann::json& p) {
     auto str = [&](const char* key) { return p.contains(key) ? p[key].get<std::string>() : std::string(); };
     std::cout << "state:   " << str("State") << "  (KHO ABI " << str("Abi") << ")\n";
@@ -27,7 +22,7 @@ void print_handover(const nlohmann::json& p) {
     if (!str("LastError").empty()) std::cout << "last error: " << str("LastError") << '\n';
 }
 
-const InterfaceView handover_view{handover_interface, "handover", nullptr, print_handover};
+const InterfaceView handover_view{khod1::handover_interface, "handover", nullptr, print_handover};
 
 int call_and_show(const GlobalOptions& global, const char* method, const char* done, const char* signature,
                   auto... args) {
@@ -39,7 +34,7 @@ int exec_target(const GlobalOptions& global, std::uint64_t flags) {
     BusFailure failure;
     auto client = KhodClient::connect(failure);
     if (!client) return report_failure(failure, global.json);
-    if (!client->call(handover_interface, "Exec", failure, "t", flags))
+    if (!client->call(khod1::handover_interface, "Exec", failure, "t", flags))
         return report_failure(failure, global.json);
     if (global.json)
         std::cout << nlohmann::json{{"ok", true}, {"handover", {{"State", "executing"}}}}.dump(2)
@@ -68,7 +63,7 @@ void add_handover_commands(CLI::App& app, const GlobalOptions& global, Runner& s
     prepare->callback([&global, &selected, p] {
         selected = [&global, p] {
             std::uint64_t flags =
-                (p->reuse ? prepare_reuse_cmdline : 0) | (p->keep ? prepare_keep_cmdline : 0);
+                (p->reuse ? khod1::prepare_reuse_cmdline : 0) | (p->keep ? khod1::prepare_keep_cmdline : 0);
             std::string kernel = absolute_path(p->kernel), initrd = absolute_path(p->initrd);
             return call_and_show(global, "Prepare", "prepared", "ssst", kernel.c_str(), initrd.c_str(),
                                  p->append.c_str(), flags);
@@ -89,7 +84,7 @@ void add_handover_commands(CLI::App& app, const GlobalOptions& global, Runner& s
     exec->add_flag("--force", *force, "Call reboot(2) directly even when systemd is PID 1");
     exec->callback([&global, &selected, force] {
         selected = [&global, force] {
-            std::uint64_t flags = *force ? exec_force : 0;
+            std::uint64_t flags = *force ? khod1::exec_force : 0;
             return exec_target(global, flags);
         };
     });

@@ -14,8 +14,6 @@ namespace khoctl {
 
 namespace {
 
-constexpr const char* kdump_interface = "org.kexec.khod1.Kdump";
-
 nlohmann::json probe_json(const khod::Probe<bool>& p) {
     if (p.ok()) return *p.value;
     return nullptr;
@@ -117,7 +115,7 @@ int status(const GlobalOptions& global) {
     nlohmann::json props;
     bool have = false;
     if (auto client = KhodClient::connect(failure))
-        have = client->properties(kdump_interface, props, failure);
+        have = client->properties(khod1::kdump_interface, props, failure);
     if (global.json) {
         nlohmann::json out = {{"ok", have}, {"kernel", kernel_json(cap)}};
         if (have)
@@ -133,7 +131,7 @@ int status(const GlobalOptions& global) {
     return 0;
 }
 
-const InterfaceView kdump_view{kdump_interface, "kdump", kdump_json, print_kdump};
+const InterfaceView kdump_view{khod1::kdump_interface, "kdump", kdump_json, print_kdump};
 
 int call_and_show(const GlobalOptions& global, const char* method, const char* done) {
     return khoctl::call_and_show(kdump_view, global.json, method, done, "");

@@ -10,6 +10,12 @@
 
 namespace khod {
 
+// Handover takes the flags as they come over the bus (and keeps them in its
+// record), so the wire's bits must be the library's.
+static_assert(khod1::prepare_reuse_cmdline == prepare_reuse_cmdline);
+static_assert(khod1::prepare_keep_cmdline == prepare_keep_cmdline);
+static_assert(khod1::exec_force == exec_force);
+
 // The members, in the order of dbus/org.kexec.khod1.Handover.xml.
 const sd_bus_vtable HandoverObject::vtable_[] = {
     SD_BUS_VTABLE_START(0),
@@ -32,8 +38,7 @@ const sd_bus_vtable HandoverObject::vtable_[] = {
 };
 
 int set_bus_error(sd_bus_error* error, const HandoverError& failure) {
-    std::string name = std::string(bus_error_prefix) + to_string(failure.kind);
-    return sd_bus_error_set(error, name.c_str(), failure.describe().c_str());
+    return sd_bus_error_set(error, bus_error_name(to_string(failure.kind)), failure.describe().c_str());
 }
 
 HandoverObject::HandoverObject(sd_bus* bus, sd_event* event, Handover* handover)
@@ -43,11 +48,11 @@ HandoverObject::HandoverObject(sd_bus* bus, sd_event* event, Handover* handover)
 }
 
 int HandoverObject::attach() {
-    return add_interface(bus_, slot_, handover_interface, vtable_, this);
+    return add_interface(bus_, slot_, khod1::handover_interface, vtable_, this);
 }
 
 void HandoverObject::emit_changed(const std::vector<std::string>& properties) {
-    emit_properties_changed(bus_, handover_interface, properties);
+    emit_properties_changed(bus_, khod1::handover_interface, properties);
 }
 
 int HandoverObject::get_property(sd_bus* /*bus*/, const char* /*path*/, const char* /*interface*/,

@@ -11,8 +11,6 @@
 
 namespace khod {
 
-inline constexpr const char* handover_interface = "org.kexec.khod1.Handover";
-
 class HandoverObject {
 public:
     // handover may be null only for --bus-introspect, where no member is called.
@@ -44,7 +42,7 @@ private:
     SdEventSourcePtr exec_source_;
 };
 
-// Sets error to org.kexec.khod1.Error.<Kind> with the failure's message.
+// Sets error to the khod1 error name of failure.kind, with the failure's message.
 int set_bus_error(sd_bus_error* error, const HandoverError& failure);
 
 }  // namespace khod

@@ -42,18 +42,18 @@ KdumpObject::KdumpObject(sd_bus* bus, Kdump* kdump, std::string event_source,
     : bus_(bus), kdump_(kdump), event_source_(std::move(event_source)), after_call_(std::move(after_call)) {}
 
 int KdumpObject::attach() {
-    return add_interface(bus_, slot_, kdump_interface, vtable_, this);
+    return add_interface(bus_, slot_, khod1::kdump_interface, vtable_, this);
 }
 
 void KdumpObject::emit_changed(const std::vector<std::string>& properties) {
-    emit_properties_changed(bus_, kdump_interface, properties);
+    emit_properties_changed(bus_, khod1::kdump_interface, properties);
 }
 
 void KdumpObject::emit_reloaded(const ReloadReport& rep) {
-    int r =
-        sd_bus_emit_signal(bus_, bus_object_path, kdump_interface, "Reloaded", "stttbs", rep.cause.c_str(),
-                           static_cast<std::uint64_t>(rep.events), static_cast<std::uint64_t>(rep.duration),
-                           static_cast<std::uint64_t>(rep.unloaded), rep.ok ? 1 : 0, rep.error.c_str());
+    int r = sd_bus_emit_signal(bus_, khod1::object_path, khod1::kdump_interface, "Reloaded", "stttbs",
+                               rep.cause.c_str(), static_cast<std::uint64_t>(rep.events),
+                               static_cast<std::uint64_t>(rep.duration),
+                               static_cast<std::uint64_t>(rep.unloaded), rep.ok ? 1 : 0, rep.error.c_str());
     if (r < 0) log(LOG_WARNING, "cannot emit Reloaded: %s", std::strerror(-r));
 }
 
@@ -112,8 +112,8 @@ int KdumpObject::reply(sd_bus_message* m, sd_bus_error* error, const KdumpResult
     if (after_call_) after_call_();
     if (!result) {
         log(LOG_ERR, "Kdump.%s: %s", sd_bus_message_get_member(m), result.error().describe().c_str());
-        std::string name = std::string(bus_error_prefix) + to_string(result.error().kind);
-        return sd_bus_error_set(error, name.c_str(), result.error().describe().c_str());
+        return sd_bus_error_set(error, bus_error_name(to_string(result.error().kind)),
+                                result.error().describe().c_str());
     }
     log(LOG_INFO, "Kdump.%s done: crash kernel %s", sd_bus_message_get_member(m),
         kdump_->loaded() ? "loaded" : "not loaded");
@@ -129,7 +129,7 @@ int KdumpObject::method_load(sd_bus_message* m, void* userdata, sd_bus_error* er
     int r = sd_bus_message_read(m, "ssst", &kernel, &initrd, &cmdline, &flags);
     if (r < 0) return r;
     if (flags != 0)
-        return sd_bus_error_setf(error, "org.kexec.khod1.Error.InvalidArgument",
+        return sd_bus_error_setf(error, khod1::error::invalid_argument,
                                  "Load: unknown flags 0x%llx (none are defined; pass 0)",
                                  static_cast<unsigned long long>(flags));
     CrashRecipe recipe{kernel, initrd, cmdline, "khoctl kdump load"};

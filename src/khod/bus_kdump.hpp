@@ -12,8 +12,6 @@
 
 namespace khod {
 
-inline constexpr const char* kdump_interface = "org.kexec.khod1.Kdump";
-
 class KdumpObject {
 public:
     // kdump may be null only for --bus-introspect, where no member is called.

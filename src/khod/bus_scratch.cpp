@@ -18,7 +18,7 @@ const sd_bus_vtable ScratchObject::vtable_[] = {
 };
 
 int ScratchObject::attach() {
-    return add_interface(bus_, slot_, scratch_interface, vtable_, this);
+    return add_interface(bus_, slot_, khod1::scratch_interface, vtable_, this);
 }
 
 int ScratchObject::method_plan(sd_bus_message* m, void* userdata, sd_bus_error* error) {
@@ -30,8 +30,7 @@ int ScratchObject::method_plan(sd_bus_message* m, void* userdata, sd_bus_error* 
     int r = sd_bus_message_read(m, "sssu", &kernel, &initrd, &next_cmdline, &headroom);
     if (r < 0) return r;
     if (headroom > 1000)
-        return sd_bus_error_set(error, "org.kexec.khod1.Error.InvalidArgument",
-                                "headroom_percent is at most 1000");
+        return sd_bus_error_set(error, khod1::error::invalid_argument, "headroom_percent is at most 1000");
     ScratchPlanRequest request;
     if (*kernel) request.kernel = kernel;
     if (*initrd) request.initrd = initrd;
@@ -40,7 +39,7 @@ int ScratchObject::method_plan(sd_bus_message* m, void* userdata, sd_bus_error* 
     auto plan = plan_scratch_for(*self->root_, request);
     if (!plan) {
         log(LOG_ERR, "Scratch.Plan: %s", plan.error().describe().c_str());
-        return sd_bus_error_set(error, "org.kexec.khod1.Error.IOError", plan.error().describe().c_str());
+        return sd_bus_error_set(error, khod1::error::io_error, plan.error().describe().c_str());
     }
     return sd_bus_reply_method_return(m, "sbss", plan->recommendation.word.c_str(),
                                       static_cast<int>(plan->fits_ok), to_string(plan->verdict),

@@ -9,8 +9,6 @@
 
 namespace khod {
 
-inline constexpr const char* scratch_interface = "org.kexec.khod1.Scratch";
-
 class ScratchObject {
 public:
     // root may be null only for --bus-introspect, where no member is called.

@@ -66,7 +66,7 @@ Result<std::string> introspect_exported_objects() {
         } else {
             SdBusError error;
             sd_bus_message* raw = nullptr;
-            int r = sd_bus_call_method(client->get(), nullptr, bus_object_path,
+            int r = sd_bus_call_method(client->get(), nullptr, khod1::object_path,
                                        "org.freedesktop.DBus.Introspectable", "Introspect", error.get(), &raw,
                                        "");
             SdBusMessagePtr reply(raw);

@@ -25,6 +25,7 @@
 #include "khod/base/sysroot.hpp"
 #include "khod/kho/handover_checks.hpp"
 #include "khod/status.hpp"
+#include "khod1-names.hpp"
 #include "log.hpp"
 #include "sd_ptr.hpp"
 
@@ -62,9 +63,10 @@ void log_kernel_state(const khod::Status& s) {
     if (s.kho.debugfs.error) khod::log(LOG_WARNING, "%s", s.kho.debugfs.error->describe().c_str());
 }
 
-int fail(const char* what, int negative_errno) {
+int fail(const std::string& what, int negative_errno) {
     std::cerr << "khod: " << what << ": " << std::strerror(-negative_errno) << '\n';
-    sd_notifyf(0, "STATUS=%s failed: %s\nERRNO=%i", what, std::strerror(-negative_errno), -negative_errno);
+    sd_notifyf(0, "STATUS=%s failed: %s\nERRNO=%i", what.c_str(), std::strerror(-negative_errno),
+               -negative_errno);
     return 1;
 }
 
@@ -111,15 +113,17 @@ int run(const Options& options) {
     if ((r = sd_bus_open_system(&raw_bus)) < 0) return fail("connecting to the system bus", r);
     khod::SdBusPtr bus(raw_bus);
     khod::HandoverObject handover_object(bus.get(), event.get(), &handover);
-    if ((r = handover_object.attach()) < 0) return fail("adding org.kexec.khod1.Handover", r);
+    if ((r = handover_object.attach()) < 0)
+        return fail(std::string("adding ") + khod1::handover_interface, r);
     khod::ScratchObject scratch_object(bus.get(), &root);
-    if ((r = scratch_object.attach()) < 0) return fail("adding org.kexec.khod1.Scratch", r);
+    if ((r = scratch_object.attach()) < 0) return fail(std::string("adding ") + khod1::scratch_interface, r);
     khod::KdumpService kdump(root, std::move(backends->kdump), runtime_dir, options.uevent_socket);
-    if ((r = kdump.start(bus.get(), event.get())) < 0) return fail("adding org.kexec.khod1.Kdump", r);
+    if ((r = kdump.start(bus.get(), event.get())) < 0)
+        return fail(std::string("adding ") + khod1::kdump_interface, r);
     if ((r = sd_bus_attach_event(bus.get(), event.get(), SD_EVENT_PRIORITY_NORMAL)) < 0)
         return fail("attaching the bus to the event loop", r);
-    if ((r = sd_bus_request_name(bus.get(), khod::bus_name, 0)) < 0)
-        return fail("taking the bus name org.kexec.khod1", r);
+    if ((r = sd_bus_request_name(bus.get(), khod1::bus_name, 0)) < 0)
+        return fail(std::string("taking the bus name ") + khod1::bus_name, r);
 
     sd_notifyf(0, "READY=1\nSTATUS=handover %s, KHO ABI %s", khod::to_string(handover.state()),
                khod::to_string(handover.abi()));

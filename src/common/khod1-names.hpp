@@ -1,0 +1,37 @@
+// The names khod and khoctl meet on: org.kexec.khod1 on the system bus, its
+// one object, its interfaces, its error names and the bits of the methods'
+// flags arguments. The interfaces themselves are defined in
+// src/khod/dbus/org.kexec.khod1.*.xml; this is the one place the C++ spells
+// their names. Plain constants only: the library knows nothing of D-Bus.
+#pragma once
+
+#include <cstdint>
+
+namespace khod1 {
+
+inline constexpr const char* bus_name = "org.kexec.khod1";
+inline constexpr const char* object_path = "/org/kexec/khod1";
+
+inline constexpr const char* handover_interface = "org.kexec.khod1.Handover";
+inline constexpr const char* scratch_interface = "org.kexec.khod1.Scratch";
+inline constexpr const char* kdump_interface = "org.kexec.khod1.Kdump";
+
+// Errors the methods reply with; the XML files name the same ones.
+namespace error {
+inline constexpr const char* wrong_state = "org.kexec.khod1.Error.WrongState";
+inline constexpr const char* not_supported = "org.kexec.khod1.Error.NotSupported";
+inline constexpr const char* preflight_failed = "org.kexec.khod1.Error.PreflightFailed";
+inline constexpr const char* invalid_argument = "org.kexec.khod1.Error.InvalidArgument";
+inline constexpr const char* no_recipe = "org.kexec.khod1.Error.NoRecipe";
+inline constexpr const char* kernel_refused = "org.kexec.khod1.Error.KernelRefused";
+inline constexpr const char* io_error = "org.kexec.khod1.Error.IOError";
+}  // namespace error
+
+// Handover.Prepare flags.
+inline constexpr std::uint64_t prepare_reuse_cmdline = 1u << 0;  // start from the running command line
+inline constexpr std::uint64_t prepare_keep_cmdline = 1u << 1;   // no kho=on / scratch parameter added
+// Handover.Exec flags.
+inline constexpr std::uint64_t exec_force = 1u << 0;  // reboot(2) directly, even when systemd is PID 1
+// Kdump.Load defines no flags: it refuses any but 0.
+
+}  // namespace khod1
