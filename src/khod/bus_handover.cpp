@@ -37,8 +37,8 @@ const sd_bus_vtable HandoverObject::vtable_[] = {
     SD_BUS_VTABLE_END,
 };
 
-int set_bus_error(sd_bus_error* error, const HandoverError& failure) {
-    return sd_bus_error_set(error, bus_error_name(to_string(failure.kind)), failure.describe().c_str());
+int set_bus_error(sd_bus_error* error, const Failure& failure) {
+    return sd_bus_error_set(error, bus_error_name(failure.kind), failure.describe().c_str());
 }
 
 HandoverObject::HandoverObject(sd_bus* bus, sd_event* event, Handover* handover)
@@ -82,7 +82,7 @@ int HandoverObject::get_property(sd_bus* /*bus*/, const char* /*path*/, const ch
     return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "no property %s", property);
 }
 
-int HandoverObject::reply(sd_bus_message* m, sd_bus_error* error, const HandoverResult<void>& result) {
+int HandoverObject::reply(sd_bus_message* m, sd_bus_error* error, const Result<void, Failure>& result) {
     if (!result) {
         log(LOG_ERR, "%s: %s", sd_bus_message_get_member(m), result.error().describe().c_str());
         return set_bus_error(error, result.error());

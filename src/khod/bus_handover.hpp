@@ -32,7 +32,7 @@ private:
     static int method_exec(sd_bus_message* m, void* userdata, sd_bus_error* error);
     static int on_exec_deferred(sd_event_source* source, void* userdata);
 
-    int reply(sd_bus_message* m, sd_bus_error* error, const HandoverResult<void>& result);
+    int reply(sd_bus_message* m, sd_bus_error* error, const Result<void, Failure>& result);
     void emit_changed(const std::vector<std::string>& properties);
 
     sd_bus* bus_;
@@ -43,6 +43,6 @@ private:
 };
 
 // Sets error to the khod1 error name of failure.kind, with the failure's message.
-int set_bus_error(sd_bus_error* error, const HandoverError& failure);
+int set_bus_error(sd_bus_error* error, const Failure& failure);
 
 }  // namespace khod

@@ -108,11 +108,11 @@ int KdumpObject::get_property(sd_bus* /*bus*/, const char* /*path*/, const char*
     return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "no property %s", property);
 }
 
-int KdumpObject::reply(sd_bus_message* m, sd_bus_error* error, const KdumpResult<void>& result) {
+int KdumpObject::reply(sd_bus_message* m, sd_bus_error* error, const Result<void, Failure>& result) {
     if (after_call_) after_call_();
     if (!result) {
         log(LOG_ERR, "Kdump.%s: %s", sd_bus_message_get_member(m), result.error().describe().c_str());
-        return sd_bus_error_set(error, bus_error_name(to_string(result.error().kind)),
+        return sd_bus_error_set(error, bus_error_name(result.error().kind),
                                 result.error().describe().c_str());
     }
     log(LOG_INFO, "Kdump.%s done: crash kernel %s", sd_bus_message_get_member(m),

@@ -33,7 +33,7 @@ private:
     static int method_load(sd_bus_message* m, void* userdata, sd_bus_error* error);
     static int method_unload(sd_bus_message* m, void* userdata, sd_bus_error* error);
     static int method_reload(sd_bus_message* m, void* userdata, sd_bus_error* error);
-    int reply(sd_bus_message* m, sd_bus_error* error, const KdumpResult<void>& result);
+    int reply(sd_bus_message* m, sd_bus_error* error, const Result<void, Failure>& result);
     // A monotonic clock time as CLOCK_REALTIME microseconds.
     Usec to_realtime(Usec monotonic) const;
 

@@ -1,6 +1,9 @@
 #include "bus_object.hpp"
 
+#include <array>
+#include <cerrno>
 #include <cstring>
+#include <iterator>
 
 #include "log.hpp"
 
@@ -17,17 +20,50 @@ int add_interface(sd_bus* bus, SdBusSlotPtr& slot, const char* interface, const 
     return 0;
 }
 
-const char* bus_error_name(std::string_view kind) {
-    static constexpr const char* names[] = {
-        khod1::error::wrong_state,      khod1::error::not_supported, khod1::error::preflight_failed,
-        khod1::error::invalid_argument, khod1::error::no_recipe,     khod1::error::kernel_refused,
-        khod1::error::io_error,
-    };
-    for (const char* name : names) {
-        std::string_view n = name;
-        if (n.substr(n.rfind('.') + 1) == kind) return name;
-    }
-    return khod1::error::io_error;
+namespace {
+
+// Each library failure kind on the wire: its D-Bus error name and the errno
+// that name stands for, in the order of Errc. The names are the XML files'.
+struct BusError {
+    Errc kind;
+    const char* name;
+    int errno_value;
+};
+
+constexpr BusError bus_errors[] = {
+    {Errc::wrong_state, khod1::error::wrong_state, EBUSY},
+    {Errc::not_supported, khod1::error::not_supported, EOPNOTSUPP},
+    {Errc::preflight_failed, khod1::error::preflight_failed, ENOEXEC},
+    {Errc::invalid_argument, khod1::error::invalid_argument, EINVAL},
+    {Errc::no_recipe, khod1::error::no_recipe, ENOENT},
+    {Errc::kernel_refused, khod1::error::kernel_refused, EIO},
+    {Errc::io_error, khod1::error::io_error, EIO},
+};
+
+constexpr bool in_errc_order() {
+    for (std::size_t i = 0; i < std::size(bus_errors); ++i)
+        if (bus_errors[i].kind != static_cast<Errc>(i)) return false;
+    return std::size(bus_errors) == static_cast<std::size_t>(Errc::io_error) + 1;
+}
+static_assert(in_errc_order(), "bus_errors needs one entry per Errc, in order");
+
+// The same table as sd-bus wants it; sd_bus_error_add_map keeps the pointer.
+constexpr auto bus_error_map = [] {
+    std::array<sd_bus_error_map, std::size(bus_errors) + 1> map{};
+    for (std::size_t i = 0; i < std::size(bus_errors); ++i)
+        map[i] = sd_bus_error_map{bus_errors[i].name, bus_errors[i].errno_value};
+    map.back() = SD_BUS_ERROR_MAP_END;
+    return map;
+}();
+
+}  // namespace
+
+const char* bus_error_name(Errc kind) {
+    return bus_errors[static_cast<std::size_t>(kind)].name;
+}
+
+int register_bus_errors() {
+    return sd_bus_error_add_map(bus_error_map.data());
 }
 
 void emit_properties_changed(sd_bus* bus, const char* interface, const std::vector<std::string>& properties) {

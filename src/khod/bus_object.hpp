@@ -5,9 +5,9 @@
 #include <systemd/sd-bus.h>
 
 #include <string>
-#include <string_view>
 #include <vector>
 
+#include "khod/base/errc.hpp"
 #include "khod1-names.hpp"
 #include "sd_ptr.hpp"
 
@@ -18,9 +18,12 @@ namespace khod {
 int add_interface(sd_bus* bus, SdBusSlotPtr& slot, const char* interface, const sd_bus_vtable* vtable,
                   void* userdata);
 
-// The khod1 error name whose last part is kind (a library failure kind's
-// to_string, e.g. "WrongState"); khod1::error::io_error for an unknown kind.
-const char* bus_error_name(std::string_view kind);
+// The D-Bus error name of a library failure kind (khod1::error::*).
+const char* bus_error_name(Errc kind);
+
+// Tells sd-bus the errno of each khod1 error name, so sd_bus_error_set() and
+// sd_bus_error_get_errno() give it rather than EIO. Once, before serving.
+int register_bus_errors();
 
 // PropertiesChanged for these properties of interface; failures are logged.
 void emit_properties_changed(sd_bus* bus, const char* interface, const std::vector<std::string>& properties);

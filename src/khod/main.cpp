@@ -18,6 +18,7 @@
 
 #include "backends.hpp"
 #include "bus_handover.hpp"
+#include "bus_object.hpp"
 #include "bus_scratch.hpp"
 #include "introspect.hpp"
 #include "kdump_service.hpp"
@@ -108,6 +109,7 @@ int run(const Options& options) {
     khod::log(LOG_INFO, "handover state %s (rebuilt from the kernel and %s)",
               khod::to_string(handover.state()), handover.record_path().c_str());
 
+    if ((r = khod::register_bus_errors()) < 0) return fail("registering the khod1 error names", r);
     sd_bus* raw_bus = nullptr;
     // DBUS_SYSTEM_BUS_ADDRESS points tests at a private bus.
     if ((r = sd_bus_open_system(&raw_bus)) < 0) return fail("connecting to the system bus", r);

@@ -90,7 +90,7 @@ TEST(Handover, FailedRebootFallsBackToLoaded) {
     ASSERT_TRUE(b.handover->begin_exec(0));
     auto r = b.handover->complete_exec();
     ASSERT_FALSE(r);
-    EXPECT_EQ(r.error().kind, HandoverErrc::kernel_refused);
+    EXPECT_EQ(r.error().kind, Errc::kernel_refused);
     EXPECT_EQ(b.handover->state(), HandoverState::loaded);
     EXPECT_NE(b.handover->last_error().find("EBUSY"), std::string::npos) << b.handover->last_error();
 }
@@ -101,7 +101,7 @@ TEST(Handover, LoadFailureLeavesNothingLoaded) {
     b.backend.fail_load = EADDRNOTAVAIL;
     auto r = b.handover->finalize();
     ASSERT_FALSE(r);
-    EXPECT_EQ(r.error().kind, HandoverErrc::kernel_refused);
+    EXPECT_EQ(r.error().kind, Errc::kernel_refused);
     EXPECT_EQ(r.error().error.code, EADDRNOTAVAIL);
     EXPECT_EQ(b.handover->state(), HandoverState::prepared);
     EXPECT_EQ(b.read("sys/kernel/kexec/loaded"), "0");
@@ -109,8 +109,8 @@ TEST(Handover, LoadFailureLeavesNothingLoaded) {
 
 TEST(Handover, ValidationFailureAfterLoadUnloads) {
     HandoverHooks hooks;
-    hooks.validate_out = [](const Sysroot&) -> HandoverResult<void> {
-        return HandoverError{HandoverErrc::kernel_refused, plain_error("kho/out/fdt", "bad magic")};
+    hooks.validate_out = [](const Sysroot&) -> Result<void, Failure> {
+        return Failure{Errc::kernel_refused, plain_error("kho/out/fdt", "bad magic")};
     };
     Bench b("vm-7.2-kho", hooks);
     ASSERT_TRUE(b.handover->prepare(target()));
@@ -122,9 +122,8 @@ TEST(Handover, ValidationFailureAfterLoadUnloads) {
 
 TEST(Handover, PreflightCompletesTheTargetOrRefusesIt) {
     HandoverHooks hooks;
-    hooks.preflight = [](const Sysroot&, HandoverTarget& t) -> HandoverResult<void> {
-        if (t.kernel == "/bad")
-            return HandoverError{HandoverErrc::preflight_failed, plain_error("/bad", "no HdrS")};
+    hooks.preflight = [](const Sysroot&, HandoverTarget& t) -> Result<void, Failure> {
+        if (t.kernel == "/bad") return Failure{Errc::preflight_failed, plain_error("/bad", "no HdrS")};
         t.cmdline += " kho_scratch=16M,64M,32M";
         return {};
     };
@@ -133,7 +132,7 @@ TEST(Handover, PreflightCompletesTheTargetOrRefusesIt) {
     bad.kernel = "/bad";
     auto r = b.handover->prepare(bad);
     ASSERT_FALSE(r);
-    EXPECT_EQ(r.error().kind, HandoverErrc::preflight_failed);
+    EXPECT_EQ(r.error().kind, Errc::preflight_failed);
     EXPECT_EQ(b.handover->state(), HandoverState::idle);
     EXPECT_FALSE(std::filesystem::exists(b.handover->record_path()));
     ASSERT_TRUE(b.handover->prepare(target()));
@@ -144,20 +143,20 @@ TEST(Handover, WrongStatesAreRefusedWithAHint) {
     Bench b("vm-7.2-kho");
     auto f = b.handover->finalize();
     ASSERT_FALSE(f);
-    EXPECT_EQ(f.error().kind, HandoverErrc::wrong_state);
+    EXPECT_EQ(f.error().kind, Errc::wrong_state);
     EXPECT_NE(f.error().describe().find("Prepare first"), std::string::npos);
-    EXPECT_EQ(b.handover->abort().error().kind, HandoverErrc::wrong_state);
-    EXPECT_EQ(b.handover->begin_exec(0).error().kind, HandoverErrc::wrong_state);
-    EXPECT_EQ(b.handover->complete_exec().error().kind, HandoverErrc::wrong_state);
+    EXPECT_EQ(b.handover->abort().error().kind, Errc::wrong_state);
+    EXPECT_EQ(b.handover->begin_exec(0).error().kind, Errc::wrong_state);
+    EXPECT_EQ(b.handover->complete_exec().error().kind, Errc::wrong_state);
     HandoverTarget empty;
-    EXPECT_EQ(b.handover->prepare(empty).error().kind, HandoverErrc::invalid_argument);
+    EXPECT_EQ(b.handover->prepare(empty).error().kind, Errc::invalid_argument);
 }
 
 TEST(Handover, NoKhoMeansNotSupported) {
     Bench b("vm-7.2-nokho");
     auto r = b.handover->prepare(target());
     ASSERT_FALSE(r);
-    EXPECT_EQ(r.error().kind, HandoverErrc::not_supported);
+    EXPECT_EQ(r.error().kind, Errc::not_supported);
 }
 
 TEST(Handover, FinalizeAbiWritesTheFinalizeFileAndUndoesIt) {
@@ -190,7 +189,7 @@ TEST(Handover, FinalizeFileErrorsAreExplained) {
     b.tree.mkdir("sys/kernel/debug/kho/out/finalize");
     auto r = b.handover->finalize();
     ASSERT_FALSE(r);
-    EXPECT_EQ(r.error().kind, HandoverErrc::kernel_refused);
+    EXPECT_EQ(r.error().kind, Errc::kernel_refused);
     EXPECT_EQ(r.error().error.code, EISDIR);
     EXPECT_EQ(b.handover->state(), HandoverState::prepared);
     EXPECT_TRUE(b.backend.loads.empty());

@@ -318,7 +318,7 @@ TEST(Kdump, AFailedReloadPutsTheLastGoodImageBack) {
     // The kernel frees the old image, then finds the new file is no bzImage.
     auto r = b.kdump->load(b.recipe("boot/broken"));
     ASSERT_FALSE(r);
-    EXPECT_EQ(r.error().kind, KdumpErrc::kernel_refused);
+    EXPECT_EQ(r.error().kind, Errc::kernel_refused);
     EXPECT_EQ(r.error().error.code, ENOEXEC);
     EXPECT_NE(r.error().describe().find("rolled back"), std::string::npos) << r.error().describe();
     ASSERT_EQ(b.backend.loads.size(), 3u);
@@ -376,7 +376,7 @@ TEST(Kdump, UnreadableFilesAreRefusedBeforeAnythingIsUnloaded) {
     b.kdump->start(std::nullopt);
     auto r = b.kdump->load(b.recipe("boot/missing"));
     ASSERT_FALSE(r);
-    EXPECT_EQ(r.error().kind, KdumpErrc::invalid_argument);
+    EXPECT_EQ(r.error().kind, Errc::invalid_argument);
     EXPECT_EQ(r.error().error.code, ENOENT);
     EXPECT_TRUE(b.backend.loads.empty());
     EXPECT_TRUE(b.kdump->loaded());
@@ -393,7 +393,7 @@ TEST(Kdump, NoRecipeIsReported) {
     EXPECT_NE(b.kdump->last_error().find("knows no recipe"), std::string::npos);
     auto r = b.kdump->reload();
     ASSERT_FALSE(r);
-    EXPECT_EQ(r.error().kind, KdumpErrc::no_recipe);
+    EXPECT_EQ(r.error().kind, Errc::no_recipe);
 }
 
 TEST(Kdump, UnloadOpensAWindowThatTheNextLoadCloses) {

@@ -26,7 +26,7 @@ Error plain_error(std::string path, std::string message);
 // Symbolic name of an errno value ("ENOENT"), or the number as text.
 std::string errno_name(int code);
 
-// E is Error unless a module needs a richer failure (see handover.hpp).
+// E is Error unless a module needs a richer failure (Failure, errc.hpp).
 template <class T, class E = Error>
 class [[nodiscard]] Result {
 public:

@@ -9,17 +9,6 @@
 
 namespace khod {
 
-const char* to_string(KdumpErrc kind) {
-    switch (kind) {
-        case KdumpErrc::invalid_argument: return "InvalidArgument";
-        case KdumpErrc::no_recipe: return "NoRecipe";
-        case KdumpErrc::not_supported: return "NotSupported";
-        case KdumpErrc::kernel_refused: return "KernelRefused";
-        case KdumpErrc::io_error: break;
-    }
-    return "IOError";
-}
-
 struct Kdump::Snapshot {
     std::optional<bool> loaded;
     InPlace cpu, memory;
@@ -90,8 +79,8 @@ void Kdump::notify(const Snapshot& before) {
     if (!changed.empty()) change_listener_(changed);
 }
 
-KdumpError Kdump::fail(KdumpErrc kind, Error error) {
-    KdumpError e{kind, std::move(error)};
+Failure Kdump::fail(Errc kind, Error error) {
+    Failure e{kind, std::move(error)};
     last_error_ = std::string(to_string(kind)) + ": " + e.describe();
     return e;
 }
@@ -376,7 +365,7 @@ Kdump::Outcome Kdump::do_load(const CrashRecipe& recipe, const std::string& caus
                     if (w.open) rep.unloaded = clock_.now() - w.start;
             }
             out.error.message += rollback_note;
-            last_error_ = std::string("KernelRefused: ") + out.error.describe();
+            last_error_ = std::string(to_string(Errc::kernel_refused)) + ": " + out.error.describe();
         }
     }
     refresh();
@@ -385,47 +374,47 @@ Kdump::Outcome Kdump::do_load(const CrashRecipe& recipe, const std::string& caus
     return out;
 }
 
-KdumpResult<void> Kdump::load(CrashRecipe recipe) {
+Result<void, Failure> Kdump::load(CrashRecipe recipe) {
     const Snapshot before = snapshot();
-    auto done = [&](KdumpResult<void> r) {
+    auto done = [&](Result<void, Failure> r) {
         notify(before);
         return r;
     };
     if (recipe.kernel.empty() || recipe.kernel.front() != '/')
-        return done(fail(KdumpErrc::invalid_argument,
+        return done(fail(Errc::invalid_argument,
                          plain_error(recipe.kernel, "the crash kernel must be given as an absolute path")));
     if (!recipe.initrd.empty() && recipe.initrd.front() != '/')
-        return done(fail(KdumpErrc::invalid_argument,
+        return done(fail(Errc::invalid_argument,
                          plain_error(recipe.initrd, "the initrd must be given as an absolute path")));
     // Checked here so a typo never costs the loaded crash kernel.
     if (::access(recipe.kernel.c_str(), R_OK) != 0)
-        return done(fail(KdumpErrc::invalid_argument,
+        return done(fail(Errc::invalid_argument,
                          errno_error(errno, recipe.kernel, "the crash kernel is not readable")));
     if (!recipe.initrd.empty() && ::access(recipe.initrd.c_str(), R_OK) != 0)
-        return done(fail(KdumpErrc::invalid_argument,
-                         errno_error(errno, recipe.initrd, "the initrd is not readable")));
+        return done(
+            fail(Errc::invalid_argument, errno_error(errno, recipe.initrd, "the initrd is not readable")));
     refresh();
     if (cap_.kexec.crash_loaded.state == ProbeState::unsupported)
-        return done(fail(KdumpErrc::not_supported, plain_error(cap_.kexec.crash_loaded.path,
-                                                               "this kernel has no kdump (built without "
-                                                               "CRASH_DUMP)")));
+        return done(fail(Errc::not_supported, plain_error(cap_.kexec.crash_loaded.path,
+                                                          "this kernel has no kdump (built without "
+                                                          "CRASH_DUMP)")));
     if (recipe.source.empty()) recipe.source = "khoctl kdump load";
     const bool was_loaded = loaded();
     Outcome o = do_load(recipe, "Load", 0, was_loaded, false);
-    if (!o.ok) return done(KdumpError{KdumpErrc::kernel_refused, o.error});
+    if (!o.ok) return done(Failure{Errc::kernel_refused, o.error});
     return done({});
 }
 
-KdumpResult<void> Kdump::unload() {
+Result<void, Failure> Kdump::unload() {
     const Snapshot before = snapshot();
-    auto done = [&](KdumpResult<void> r) {
+    auto done = [&](Result<void, Failure> r) {
         notify(before);
         return r;
     };
     refresh();
     const bool was_loaded = loaded();
     const Usec t0 = clock_.now();
-    if (auto r = backend_.unload_crash(); !r) return done(fail(KdumpErrc::kernel_refused, r.error()));
+    if (auto r = backend_.unload_crash(); !r) return done(fail(Errc::kernel_refused, r.error()));
     if (was_loaded) open_window(t0, "Unload");
     managed_ = false;
     dirty_ = false;
@@ -437,19 +426,19 @@ KdumpResult<void> Kdump::unload() {
     return done({});
 }
 
-KdumpResult<void> Kdump::reload() {
+Result<void, Failure> Kdump::reload() {
     const Snapshot before = snapshot();
-    auto done = [&](KdumpResult<void> r) {
+    auto done = [&](Result<void, Failure> r) {
         notify(before);
         return r;
     };
     if (!recipe_)
-        return done(fail(KdumpErrc::no_recipe,
+        return done(fail(Errc::no_recipe,
                          plain_error("",
                                      "no crash kernel recipe: set Kernel= in /etc/khod/khod.conf or run "
                                      "khoctl kdump load")));
     Outcome o = do_load(*recipe_, "Reload", 0, true, false);
-    if (!o.ok) return done(KdumpError{KdumpErrc::kernel_refused, o.error});
+    if (!o.ok) return done(Failure{Errc::kernel_refused, o.error});
     return done({});
 }
 

@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "khod/base/errc.hpp"
 #include "khod/base/result.hpp"
 #include "khod/base/sysroot.hpp"
 #include "khod/kdump/kdump_coalescer.hpp"
@@ -60,24 +61,6 @@ public:
     // kexec_file_load(KEXEC_FILE_UNLOAD | KEXEC_FILE_ON_CRASH); works for any crash image.
     virtual Result<void> unload_crash() = 0;
 };
-
-enum class KdumpErrc {
-    invalid_argument,
-    no_recipe,       // nothing says which kernel to load
-    not_supported,   // the kernel has no kdump (no crash_loaded)
-    kernel_refused,  // the load or unload failed; errno in error.code
-    io_error,        // khod's own files
-};
-const char* to_string(KdumpErrc kind);
-
-struct KdumpError {
-    KdumpErrc kind = KdumpErrc::io_error;
-    Error error;
-    std::string describe() const { return error.describe(); }
-};
-
-template <class T>
-using KdumpResult = Result<T, KdumpError>;
 
 struct UnloadedWindow {
     Usec start = 0;  // clock time the crash kernel went away
@@ -119,11 +102,11 @@ public:
     void start(std::optional<CrashRecipe> configured, const std::string& configured_error = {});
 
     // Loads `recipe` (replacing any crash image) and makes it the recipe for reloads.
-    KdumpResult<void> load(CrashRecipe recipe);
+    Result<void, Failure> load(CrashRecipe recipe);
     // Unloads the crash kernel; khod stops keeping one loaded until the next Load or Reload.
-    KdumpResult<void> unload();
+    Result<void, Failure> unload();
     // Loads the current recipe again now.
-    KdumpResult<void> reload();
+    Result<void, Failure> reload();
 
     void on_event(const HotplugEvent& event);
     // The event source overflowed (netlink ENOBUFS): something happened, unknown what.
@@ -193,7 +176,7 @@ private:
     // The kernel sent (and applied) this event after the last load's grace period.
     bool applied_after_load(const HotplugEvent& event) const;
     void save_record() const;
-    KdumpError fail(KdumpErrc kind, Error error);
+    Failure fail(Errc kind, Error error);
 
     const Sysroot& root_;
     KdumpBackend& backend_;

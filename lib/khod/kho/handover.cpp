@@ -20,18 +20,6 @@ const char* to_string(HandoverState state) {
     return "idle";
 }
 
-const char* to_string(HandoverErrc kind) {
-    switch (kind) {
-        case HandoverErrc::wrong_state: return "WrongState";
-        case HandoverErrc::not_supported: return "NotSupported";
-        case HandoverErrc::preflight_failed: return "PreflightFailed";
-        case HandoverErrc::invalid_argument: return "InvalidArgument";
-        case HandoverErrc::kernel_refused: return "KernelRefused";
-        case HandoverErrc::io_error: break;
-    }
-    return "IOError";
-}
-
 std::string explain_finalize_errno(int code, bool finalizing) {
     switch (code) {
         case EEXIST: return "the kernel says KHO is already finalized";
@@ -75,8 +63,8 @@ void Handover::notify(const Snapshot& before) {
     if (!changed.empty()) listener_(changed);
 }
 
-HandoverError Handover::fail(HandoverErrc kind, Error error) {
-    HandoverError e{kind, std::move(error)};
+Failure Handover::fail(Errc kind, Error error) {
+    Failure e{kind, std::move(error)};
     last_error_ = std::string(to_string(kind)) + ": " + e.describe();
     return e;
 }
@@ -179,21 +167,21 @@ void Handover::recover() {
     notify(before);
 }
 
-HandoverResult<void> Handover::prepare(HandoverTarget target) {
+Result<void, Failure> Handover::prepare(HandoverTarget target) {
     Snapshot before = snapshot();
-    auto done = [&](HandoverResult<void> r) {
+    auto done = [&](Result<void, Failure> r) {
         notify(before);
         return r;
     };
     if (state_ != HandoverState::idle && state_ != HandoverState::prepared)
-        return done(fail(HandoverErrc::wrong_state,
+        return done(fail(Errc::wrong_state,
                          plain_error("", std::string("Prepare needs state idle or prepared, not ") +
                                              to_string(state_) + "; Abort first")));
     if (target.kernel.empty())
-        return done(fail(HandoverErrc::invalid_argument, plain_error("", "no target kernel given")));
+        return done(fail(Errc::invalid_argument, plain_error("", "no target kernel given")));
     refresh_kernel_view();
     if (abi_ == KhoAbi::unknown || !kho_active_.value_or(false))
-        return done(fail(HandoverErrc::not_supported,
+        return done(fail(Errc::not_supported,
                          plain_error(root_.debugfs("kho").kernel,
                                      "KHO is not active in this kernel: boot it with kho=on (and a "
                                      "KEXEC_HANDOVER kernel with debugfs)")));
@@ -205,7 +193,7 @@ HandoverResult<void> Handover::prepare(HandoverTarget target) {
     if (auto r = save_record(); !r) {
         state_ = HandoverState::idle;
         target_ = {};
-        return done(fail(HandoverErrc::io_error, r.error()));
+        return done(fail(Errc::io_error, r.error()));
     }
     last_error_.clear();
     return done({});
@@ -222,20 +210,20 @@ Result<void> Handover::write_finalize(bool on) {
     return {};
 }
 
-HandoverResult<void> Handover::finalize() {
+Result<void, Failure> Handover::finalize() {
     Snapshot before = snapshot();
-    auto done = [&](HandoverResult<void> r) {
+    auto done = [&](Result<void, Failure> r) {
         notify(before);
         return r;
     };
     if (state_ != HandoverState::prepared && state_ != HandoverState::finalized)
         return done(
-            fail(HandoverErrc::wrong_state,
+            fail(Errc::wrong_state,
                  plain_error("", std::string("Finalize needs state prepared, not ") + to_string(state_) +
                                      (state_ == HandoverState::idle ? "; Prepare first" : ""))));
     if (target_.kernel.empty())
         return done(
-            fail(HandoverErrc::wrong_state,
+            fail(Errc::wrong_state,
                  plain_error("", "no staged target is known (finalized outside khod); Abort, then Prepare")));
     refresh_kernel_view();
 
@@ -243,7 +231,7 @@ HandoverResult<void> Handover::finalize() {
     if (finalize_abi && state_ == HandoverState::prepared) {
         if (auto r = write_finalize(true); !r) {
             // EEXIST: someone finalized already; the state is still usable.
-            if (r.error().code != EEXIST) return done(fail(HandoverErrc::kernel_refused, r.error()));
+            if (r.error().code != EEXIST) return done(fail(Errc::kernel_refused, r.error()));
         }
         state_ = HandoverState::finalized;
         (void)save_record();
@@ -262,7 +250,7 @@ HandoverResult<void> Handover::finalize() {
         if (finalize_abi) (void)write_finalize(false);
         state_ = HandoverState::prepared;
         (void)save_record();
-        return done(fail(HandoverErrc::kernel_refused, r.error()));
+        return done(fail(Errc::kernel_refused, r.error()));
     }
     state_ = HandoverState::loaded;
     if (!finalize_abi && hooks_.validate_out) {
@@ -273,31 +261,30 @@ HandoverResult<void> Handover::finalize() {
             return done(fail(v.error().kind, v.error().error));
         }
     }
-    if (auto r = save_record(); !r) return done(fail(HandoverErrc::io_error, r.error()));
+    if (auto r = save_record(); !r) return done(fail(Errc::io_error, r.error()));
     last_error_.clear();
     return done({});
 }
 
-HandoverResult<void> Handover::abort() {
+Result<void, Failure> Handover::abort() {
     Snapshot before = snapshot();
-    auto done = [&](HandoverResult<void> r) {
+    auto done = [&](Result<void, Failure> r) {
         notify(before);
         return r;
     };
     if (state_ == HandoverState::idle)
-        return done(fail(HandoverErrc::wrong_state, plain_error("", "nothing to abort: state is idle")));
+        return done(fail(Errc::wrong_state, plain_error("", "nothing to abort: state is idle")));
     if (state_ == HandoverState::executing)
-        return done(
-            fail(HandoverErrc::wrong_state, plain_error("", "too late to abort: the reboot has started")));
+        return done(fail(Errc::wrong_state, plain_error("", "too late to abort: the reboot has started")));
     if (state_ == HandoverState::loaded) {
-        if (auto r = backend_.unload(); !r) return done(fail(HandoverErrc::kernel_refused, r.error()));
+        if (auto r = backend_.unload(); !r) return done(fail(Errc::kernel_refused, r.error()));
     }
     if (abi_ == KhoAbi::finalize && (state_ == HandoverState::loaded || state_ == HandoverState::finalized)) {
         // ENOENT: not finalized (any more); that is the state we want.
         if (auto r = write_finalize(false); !r && r.error().code != ENOENT) {
             state_ = HandoverState::finalized;
             (void)save_record();
-            return done(fail(HandoverErrc::kernel_refused, r.error()));
+            return done(fail(Errc::kernel_refused, r.error()));
         }
     }
     state_ = HandoverState::idle;
@@ -307,10 +294,10 @@ HandoverResult<void> Handover::abort() {
     return done({});
 }
 
-HandoverResult<void> Handover::begin_exec(std::uint64_t flags) {
+Result<void, Failure> Handover::begin_exec(std::uint64_t flags) {
     Snapshot before = snapshot();
     if (state_ != HandoverState::loaded) {
-        auto e = fail(HandoverErrc::wrong_state,
+        auto e = fail(Errc::wrong_state,
                       plain_error("", std::string("Exec needs state loaded, not ") + to_string(state_) +
                                           (state_ == HandoverState::prepared ? "; Finalize first" : "")));
         notify(before);
@@ -322,15 +309,15 @@ HandoverResult<void> Handover::begin_exec(std::uint64_t flags) {
     return {};
 }
 
-HandoverResult<void> Handover::complete_exec() {
+Result<void, Failure> Handover::complete_exec() {
     Snapshot before = snapshot();
     if (state_ != HandoverState::executing)
-        return fail(HandoverErrc::wrong_state, plain_error("", "complete_exec without begin_exec"));
+        return fail(Errc::wrong_state, plain_error("", "complete_exec without begin_exec"));
     const bool via_systemd = !(exec_flags_ & exec_force) && backend_.systemd_is_pid1();
     auto r = backend_.reboot_into_loaded(via_systemd);
     if (r) return {};  // systemd is now taking the system down, or a fake backend returned
     state_ = HandoverState::loaded;
-    auto e = fail(HandoverErrc::kernel_refused, r.error());
+    auto e = fail(Errc::kernel_refused, r.error());
     notify(before);
     return e;
 }

@@ -1,7 +1,7 @@
 // The live update lifecycle (prepare -> finalize -> exec, or abort) over both
 // KHO ABIs. The kernel is the source of truth: state is rebuilt from
 // kexec_loaded, the finalize file and the staged-target record, never kept
-// only in memory. Knows nothing of D-Bus; khod maps HandoverError kinds to
+// only in memory. Knows nothing of D-Bus; khod maps Failure kinds (Errc) to
 // named bus errors.
 #pragma once
 
@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "khod/base/errc.hpp"
 #include "khod/base/result.hpp"
 #include "khod/base/sysroot.hpp"
 #include "khod/kho/kho.hpp"
@@ -35,25 +36,6 @@ struct HandoverTarget {
     std::uint64_t flags = 0;
 };
 
-enum class HandoverErrc {
-    wrong_state,       // the call does not fit the current state
-    not_supported,     // this kernel cannot do it (no KHO, wrong ABI)
-    preflight_failed,  // the target would not work; the message says why
-    invalid_argument,
-    kernel_refused,  // a syscall or a kernel file write failed; errno in error.code
-    io_error,        // khod's own files
-};
-const char* to_string(HandoverErrc kind);
-
-struct HandoverError {
-    HandoverErrc kind = HandoverErrc::io_error;
-    Error error;
-    std::string describe() const { return error.describe(); }
-};
-
-template <class T>
-using HandoverResult = Result<T, HandoverError>;
-
 // What actually touches the kernel: syscalls that cannot run against a
 // fixture tree. khod uses the real one; tests and --fake-kexec a simulation.
 class KexecBackend {
@@ -70,9 +52,9 @@ public:
 
 struct HandoverHooks {
     // Checks the target and completes target.cmdline; the preflight module.
-    std::function<HandoverResult<void>(const Sysroot&, HandoverTarget&)> preflight;
+    std::function<Result<void, Failure>(const Sysroot&, HandoverTarget&)> preflight;
     // Parses kho/out after finalize or load; the FDT decoder.
-    std::function<HandoverResult<void>(const Sysroot&)> validate_out;
+    std::function<Result<void, Failure>(const Sysroot&)> validate_out;
 };
 
 class Handover {
@@ -82,14 +64,14 @@ public:
     // Rebuilds state from the kernel and the staged-target record.
     void recover();
 
-    HandoverResult<void> prepare(HandoverTarget target);
-    HandoverResult<void> finalize();
-    HandoverResult<void> abort();
+    Result<void, Failure> prepare(HandoverTarget target);
+    Result<void, Failure> finalize();
+    Result<void, Failure> abort();
     // Exec in two steps so a daemon can answer its caller before the reboot
     // syscall: begin_exec() moves to `executing`; complete_exec() reboots and
     // returns only when that failed (back to `loaded`).
-    HandoverResult<void> begin_exec(std::uint64_t flags);
-    HandoverResult<void> complete_exec();
+    Result<void, Failure> begin_exec(std::uint64_t flags);
+    Result<void, Failure> complete_exec();
 
     HandoverState state() const { return state_; }
     KhoAbi abi() const { return abi_; }
@@ -108,7 +90,7 @@ private:
     struct Snapshot;
     Snapshot snapshot() const;
     void notify(const Snapshot& before);
-    HandoverError fail(HandoverErrc kind, Error error);
+    Failure fail(Errc kind, Error error);
     void refresh_kernel_view();
     Result<void> save_record() const;
     void remove_record() const;

@@ -6,7 +6,7 @@
 
 namespace khod {
 
-HandoverResult<void> preflight_target(const Sysroot& root, HandoverTarget& target) {
+Result<void, Failure> preflight_target(const Sysroot& root, HandoverTarget& target) {
     PreflightRequest request;
     request.kernel = target.kernel;
     if (!target.initrd.empty()) request.initrd = target.initrd;
@@ -27,21 +27,21 @@ HandoverResult<void> preflight_target(const Sysroot& root, HandoverTarget& targe
         e.message = message;
         e.path.clear();  // the messages name their paths
         e.code = first ? first->code : 0;
-        return HandoverError{HandoverErrc::preflight_failed, e};
+        return Failure{Errc::preflight_failed, e};
     }
     target.cmdline = report.cmdline.text;
     return {};
 }
 
-HandoverResult<void> validate_kho_out(const Sysroot& root) {
+Result<void, Failure> validate_kho_out(const Sysroot& root) {
     Sysroot view = root;
     DebugfsState debugfs = ensure_debugfs(view, true);
     KhoFdtReport report = read_kho_fdt(view, KhoFdtDirection::out, debugfs);
     auto fail = [](std::string path, std::string message) {
-        return HandoverError{HandoverErrc::kernel_refused, plain_error(std::move(path), std::move(message))};
+        return Failure{Errc::kernel_refused, plain_error(std::move(path), std::move(message))};
     };
-    if (report.error) return HandoverError{HandoverErrc::kernel_refused, *report.error};
-    if (report.root.read_error) return HandoverError{HandoverErrc::kernel_refused, *report.root.read_error};
+    if (report.error) return Failure{Errc::kernel_refused, *report.error};
+    if (report.root.read_error) return Failure{Errc::kernel_refused, *report.root.read_error};
     if (report.abi == KhoAbi::finalize) {
         if (!report.root.present) return fail(report.root.path, "no root FDT after finalize");
         if (!report.root.fdt.valid)
@@ -53,11 +53,11 @@ HandoverResult<void> validate_kho_out(const Sysroot& root) {
                         "unknown KHO root version " + report.root.compatible.value_or("(none)"));
     }
     for (const KhoSubtree& s : report.subtrees) {
-        if (s.read_error) return HandoverError{HandoverErrc::kernel_refused, *s.read_error};
+        if (s.read_error) return Failure{Errc::kernel_refused, *s.read_error};
         if (!s.errors.empty()) {
             Error e = s.errors.front();
             e.message = "sub-tree " + s.name + " does not decode: " + e.message;
-            return HandoverError{HandoverErrc::kernel_refused, e};
+            return Failure{Errc::kernel_refused, e};
         }
     }
     return {};

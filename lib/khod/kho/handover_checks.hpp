@@ -9,12 +9,12 @@ namespace khod {
 
 // Prepare's check: every preflight check must pass (warnings allowed); on
 // success target.cmdline becomes the command line Finalize will pass.
-HandoverResult<void> preflight_target(const Sysroot& root, HandoverTarget& target);
+Result<void, Failure> preflight_target(const Sysroot& root, HandoverTarget& target);
 
 // After Finalize: kho/out's root and every sub-tree must decode. A root that
 // the kernel's debugfs file cuts short (7.x) is expected, not a failure; a
 // finalize-ABI root must be complete.
-HandoverResult<void> validate_kho_out(const Sysroot& root);
+Result<void, Failure> validate_kho_out(const Sysroot& root);
 
 HandoverHooks standard_handover_hooks();
 
