@@ -37,10 +37,6 @@ const sd_bus_vtable HandoverObject::vtable_[] = {
     SD_BUS_VTABLE_END,
 };
 
-int set_bus_error(sd_bus_error* error, const Failure& failure) {
-    return sd_bus_error_set(error, bus_error_name(failure.kind), failure.describe().c_str());
-}
-
 HandoverObject::HandoverObject(sd_bus* bus, sd_event* event, Handover* handover)
     : bus_(bus), event_(event), handover_(handover) {
     if (handover_)
@@ -83,10 +79,7 @@ int HandoverObject::get_property(sd_bus* /*bus*/, const char* /*path*/, const ch
 }
 
 int HandoverObject::reply(sd_bus_message* m, sd_bus_error* error, const Result<void, Failure>& result) {
-    if (!result) {
-        log(LOG_ERR, "%s: %s", sd_bus_message_get_member(m), result.error().describe().c_str());
-        return set_bus_error(error, result.error());
-    }
+    if (!result) return reply_failure(m, error, result.error());
     log(LOG_INFO, "%s done, state %s", sd_bus_message_get_member(m), to_string(handover_->state()));
     return sd_bus_reply_method_return(m, "");
 }

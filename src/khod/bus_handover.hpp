@@ -42,7 +42,4 @@ private:
     SdEventSourcePtr exec_source_;
 };
 
-// Sets error to the khod1 error name of failure.kind, with the failure's message.
-int set_bus_error(sd_bus_error* error, const Failure& failure);
-
 }  // namespace khod

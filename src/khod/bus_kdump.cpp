@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "bus_object.hpp"
+#include "khod/base/hex.hpp"
 #include "log.hpp"
 #include "system_kdump.hpp"
 
@@ -110,11 +111,7 @@ int KdumpObject::get_property(sd_bus* /*bus*/, const char* /*path*/, const char*
 
 int KdumpObject::reply(sd_bus_message* m, sd_bus_error* error, const Result<void, Failure>& result) {
     if (after_call_) after_call_();
-    if (!result) {
-        log(LOG_ERR, "Kdump.%s: %s", sd_bus_message_get_member(m), result.error().describe().c_str());
-        return sd_bus_error_set(error, bus_error_name(result.error().kind),
-                                result.error().describe().c_str());
-    }
+    if (!result) return reply_failure(m, error, result.error());
     log(LOG_INFO, "Kdump.%s done: crash kernel %s", sd_bus_message_get_member(m),
         kdump_->loaded() ? "loaded" : "not loaded");
     return sd_bus_reply_method_return(m, "");
@@ -129,9 +126,9 @@ int KdumpObject::method_load(sd_bus_message* m, void* userdata, sd_bus_error* er
     int r = sd_bus_message_read(m, "ssst", &kernel, &initrd, &cmdline, &flags);
     if (r < 0) return r;
     if (flags != 0)
-        return sd_bus_error_setf(error, khod1::error::invalid_argument,
-                                 "Load: unknown flags 0x%llx (none are defined; pass 0)",
-                                 static_cast<unsigned long long>(flags));
+        return reply_failure(m, error,
+                             {Errc::invalid_argument, plain_error("", "Load: unknown flags " + hex(flags) +
+                                                                          " (none are defined; pass 0)")});
     CrashRecipe recipe{kernel, initrd, cmdline, "khoctl kdump load"};
     return self->reply(m, error, self->kdump_->load(std::move(recipe)));
 }

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstring>
 #include <iterator>
+#include <string_view>
 
 #include "log.hpp"
 
@@ -60,6 +61,16 @@ constexpr auto bus_error_map = [] {
 
 const char* bus_error_name(Errc kind) {
     return bus_errors[static_cast<std::size_t>(kind)].name;
+}
+
+int reply_failure(sd_bus_message* call, sd_bus_error* error, const Failure& failure) {
+    const std::string message = failure.describe();
+    const char* full_interface = sd_bus_message_get_interface(call);
+    std::string_view interface = full_interface ? full_interface : "";
+    interface.remove_prefix(interface.rfind('.') + 1);  // "Handover": the log says which object
+    log(LOG_ERR, "%.*s.%s: %s", static_cast<int>(interface.size()), interface.data(),
+        sd_bus_message_get_member(call), message.c_str());
+    return sd_bus_error_set(error, bus_error_name(failure.kind), message.c_str());
 }
 
 int register_bus_errors() {

@@ -1,5 +1,5 @@
 // What every khod bus interface does the same way: register its vtable on
-// /org/kexec/khod1 and announce changed properties.
+// /org/kexec/khod1, answer failed calls and announce changed properties.
 #pragma once
 
 #include <systemd/sd-bus.h>
@@ -20,6 +20,11 @@ int add_interface(sd_bus* bus, SdBusSlotPtr& slot, const char* interface, const 
 
 // The D-Bus error name of a library failure kind (khod1::error::*).
 const char* bus_error_name(Errc kind);
+
+// Answers a method call that failed in the library: logs it, and sets error
+// to the kind's khod1 error name with the failure's message. The handler
+// returns what this returns (negative), so sd-bus sends that error.
+int reply_failure(sd_bus_message* call, sd_bus_error* error, const Failure& failure);
 
 // Tells sd-bus the errno of each khod1 error name, so sd_bus_error_set() and
 // sd_bus_error_get_errno() give it rather than EIO. Once, before serving.

@@ -30,17 +30,17 @@ int ScratchObject::method_plan(sd_bus_message* m, void* userdata, sd_bus_error* 
     int r = sd_bus_message_read(m, "sssu", &kernel, &initrd, &next_cmdline, &headroom);
     if (r < 0) return r;
     if (headroom > 1000)
-        return sd_bus_error_set(error, khod1::error::invalid_argument, "headroom_percent is at most 1000");
+        return reply_failure(m, error,
+                             {Errc::invalid_argument, plain_error("", "headroom_percent is at most 1000")});
     ScratchPlanRequest request;
     if (*kernel) request.kernel = kernel;
     if (*initrd) request.initrd = initrd;
     if (*next_cmdline) request.next_cmdline = next_cmdline;
     request.headroom_percent = headroom;
     auto plan = plan_scratch_for(*self->root_, request);
-    if (!plan) {
-        log(LOG_ERR, "Scratch.Plan: %s", plan.error().describe().c_str());
-        return sd_bus_error_set(error, khod1::error::io_error, plan.error().describe().c_str());
-    }
+    // The planner fails only when it cannot read its inputs (the kernel, the
+    // initrd, /proc and /sys through the sysroot).
+    if (!plan) return reply_failure(m, error, {Errc::io_error, plan.error()});
     return sd_bus_reply_method_return(m, "sbss", plan->recommendation.word.c_str(),
                                       static_cast<int>(plan->fits_ok), to_string(plan->verdict),
                                       to_json(*plan).dump().c_str());

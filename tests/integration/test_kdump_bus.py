@@ -212,6 +212,13 @@ class LoadUnloadRollback(KdumpBusTest):
         self.assertTrue(self.status()["Loaded"])
         self.assertEqual(self.status()["UnloadedWindows"], [])
 
+    def test_unknown_load_flags_are_refused(self):
+        r = self.khod.busctl("call", "org.kexec.khod1", "/org/kexec/khod1", "org.kexec.khod1.Kdump", "Load",
+                             "ssst", str(KERNEL), "", "", "4")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("Load: unknown flags 0x4 (none are defined; pass 0)", r.stderr)
+        self.assertEqual(self.status()["UnloadedWindows"], [], "refused before anything was unloaded")
+
     def test_unload_and_reload(self):
         rc, doc = self.ctl("load", "--kernel", str(KERNEL))
         self.assertEqual(rc, 0, doc)
