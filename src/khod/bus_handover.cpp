@@ -16,16 +16,58 @@ static_assert(khod1::prepare_reuse_cmdline == prepare_reuse_cmdline);
 static_assert(khod1::prepare_keep_cmdline == prepare_keep_cmdline);
 static_assert(khod1::exec_force == exec_force);
 
+// Each appends one property of the object; the vtable pairs them with their
+// names and signatures.
+struct HandoverObject::Properties {
+    template <auto Append>
+    static constexpr sd_bus_property_get_t get = property_getter<HandoverObject, Append>;
+
+    static int state(const HandoverObject& o, sd_bus_message* m) {
+        return sd_bus_message_append(m, "s", to_string(o.handover_->state()));
+    }
+    static int abi(const HandoverObject& o, sd_bus_message* m) {
+        return sd_bus_message_append(m, "s", to_string(o.handover_->abi()));
+    }
+    static int target_kernel(const HandoverObject& o, sd_bus_message* m) {
+        return sd_bus_message_append(m, "s", o.handover_->target().kernel.c_str());
+    }
+    static int target_initrd(const HandoverObject& o, sd_bus_message* m) {
+        return sd_bus_message_append(m, "s", o.handover_->target().initrd.c_str());
+    }
+    static int target_cmdline(const HandoverObject& o, sd_bus_message* m) {
+        return sd_bus_message_append(m, "s", o.handover_->target().cmdline.c_str());
+    }
+    static int last_error(const HandoverObject& o, sd_bus_message* m) {
+        return sd_bus_message_append(m, "s", o.handover_->last_error().c_str());
+    }
+    static int scratch_areas(const HandoverObject& o, sd_bus_message* m) {
+        int r = sd_bus_message_open_container(m, 'a', "(usttt)");
+        if (r < 0) return r;
+        for (const ScratchArea& a : o.handover_->scratch_areas()) {
+            // No node: 2^64-1, as the XML says.
+            const std::uint64_t node = a.node ? static_cast<std::uint64_t>(*a.node) : UINT64_MAX;
+            r = sd_bus_message_append(m, "(usttt)", a.index, to_string(a.kind), node, a.phys, a.size);
+            if (r < 0) return r;
+        }
+        return sd_bus_message_close_container(m);
+    }
+};
+
 // The members, in the order of dbus/org.kexec.khod1.Handover.xml.
 const sd_bus_vtable HandoverObject::vtable_[] = {
     SD_BUS_VTABLE_START(0),
-    SD_BUS_PROPERTY("State", "s", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("Abi", "s", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("TargetKernel", "s", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("TargetInitrd", "s", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("TargetCmdline", "s", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("LastError", "s", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("ScratchAreas", "a(usttt)", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("State", "s", Properties::get<Properties::state>, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("Abi", "s", Properties::get<Properties::abi>, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("TargetKernel", "s", Properties::get<Properties::target_kernel>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("TargetInitrd", "s", Properties::get<Properties::target_initrd>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("TargetCmdline", "s", Properties::get<Properties::target_cmdline>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("LastError", "s", Properties::get<Properties::last_error>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("ScratchAreas", "a(usttt)", Properties::get<Properties::scratch_areas>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_METHOD_WITH_ARGS("Prepare", SD_BUS_ARGS("s", kernel, "s", initrd, "s", cmdline, "t", flags),
                             SD_BUS_NO_RESULT, method_prepare, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Finalize", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_finalize,
@@ -49,33 +91,6 @@ int HandoverObject::attach() {
 
 void HandoverObject::emit_changed(const std::vector<std::string>& properties) {
     emit_properties_changed(bus_, khod1::handover_interface, properties);
-}
-
-int HandoverObject::get_property(sd_bus* /*bus*/, const char* /*path*/, const char* /*interface*/,
-                                 const char* property, sd_bus_message* reply, void* userdata,
-                                 sd_bus_error* error) {
-    auto* self = static_cast<HandoverObject*>(userdata);
-    if (!self->handover_) return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, "not serving");
-    const Handover& h = *self->handover_;
-    std::string_view p = property;
-    if (p == "State") return sd_bus_message_append(reply, "s", to_string(h.state()));
-    if (p == "Abi") return sd_bus_message_append(reply, "s", to_string(h.abi()));
-    if (p == "TargetKernel") return sd_bus_message_append(reply, "s", h.target().kernel.c_str());
-    if (p == "TargetInitrd") return sd_bus_message_append(reply, "s", h.target().initrd.c_str());
-    if (p == "TargetCmdline") return sd_bus_message_append(reply, "s", h.target().cmdline.c_str());
-    if (p == "LastError") return sd_bus_message_append(reply, "s", h.last_error().c_str());
-    if (p == "ScratchAreas") {
-        int r = sd_bus_message_open_container(reply, 'a', "(usttt)");
-        if (r < 0) return r;
-        for (const ScratchArea& a : h.scratch_areas()) {
-            r = sd_bus_message_append(reply, "(usttt)", a.index, to_string(a.kind),
-                                      a.node ? static_cast<std::uint64_t>(*a.node) : UINT64_MAX, a.phys,
-                                      a.size);
-            if (r < 0) return r;
-        }
-        return sd_bus_message_close_container(reply);
-    }
-    return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "no property %s", property);
 }
 
 int HandoverObject::reply(sd_bus_message* m, sd_bus_error* error, const Result<void, Failure>& result) {

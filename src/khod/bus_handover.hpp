@@ -20,12 +20,12 @@ public:
 
     // Adds the vtable to the bus; negative errno on failure.
     int attach();
+    bool serving() const { return handover_ != nullptr; }
 
 private:
+    struct Properties;  // one getter per property (bus_handover.cpp)
     static const sd_bus_vtable vtable_[];
 
-    static int get_property(sd_bus* bus, const char* path, const char* interface, const char* property,
-                            sd_bus_message* reply, void* userdata, sd_bus_error* error);
     static int method_prepare(sd_bus_message* m, void* userdata, sd_bus_error* error);
     static int method_finalize(sd_bus_message* m, void* userdata, sd_bus_error* error);
     static int method_abort(sd_bus_message* m, void* userdata, sd_bus_error* error);

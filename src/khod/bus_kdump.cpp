@@ -1,7 +1,6 @@
 #include "bus_kdump.hpp"
 
 #include <cstring>
-#include <string_view>
 
 #include "bus_object.hpp"
 #include "khod/base/hex.hpp"
@@ -10,22 +9,93 @@
 
 namespace khod {
 
+// Each appends one property of the object; the vtable pairs them with their
+// names and signatures.
+struct KdumpObject::Properties {
+    template <auto Append>
+    static constexpr sd_bus_property_get_t get = property_getter<KdumpObject, Append>;
+
+    static int loaded(const KdumpObject& o, sd_bus_message* m) {
+        return sd_bus_message_append(m, "b", o.kdump_->loaded() ? 1 : 0);
+    }
+    static int managed(const KdumpObject& o, sd_bus_message* m) {
+        return sd_bus_message_append(m, "b", o.kdump_->managed() ? 1 : 0);
+    }
+    static int in_place_update(const KdumpObject& o, sd_bus_message* m) {
+        const KdumpCapability& c = o.kdump_->capability();
+        return sd_bus_message_append(m, "(ss)", to_string(c.cpu), to_string(c.memory));
+    }
+    static int event_source(const KdumpObject& o, sd_bus_message* m) {
+        return sd_bus_message_append(m, "s", o.event_source_.c_str());
+    }
+    static int events_seen(const KdumpObject& o, sd_bus_message* m) {
+        return sd_bus_message_append(m, "t", static_cast<std::uint64_t>(o.kdump_->events_seen()));
+    }
+    static int last_event_usec(const KdumpObject& o, sd_bus_message* m) {
+        const auto& t = o.kdump_->last_event();
+        return sd_bus_message_append(m, "t", t ? o.to_realtime(*t) : Usec{0});
+    }
+    static int pending(const KdumpObject& o, sd_bus_message* m) {
+        return sd_bus_message_append(m, "b", o.kdump_->pending() ? 1 : 0);
+    }
+    static int reloads(const KdumpObject& o, sd_bus_message* m) {
+        return sd_bus_message_append(m, "t", static_cast<std::uint64_t>(o.kdump_->reloads()));
+    }
+    static int last_reload_usec(const KdumpObject& o, sd_bus_message* m) {
+        const auto& t = o.kdump_->last_reload();
+        return sd_bus_message_append(m, "t", t ? o.to_realtime(*t) : Usec{0});
+    }
+    static int unloaded_window_usec_total(const KdumpObject& o, sd_bus_message* m) {
+        return sd_bus_message_append(m, "t", o.kdump_->unloaded_total());
+    }
+    static int unloaded_windows(const KdumpObject& o, sd_bus_message* m) {
+        int r = sd_bus_message_open_container(m, 'a', "(ttbs)");
+        if (r < 0) return r;
+        const Usec now = o.kdump_->now();
+        for (const auto& w : o.kdump_->windows()) {
+            r = sd_bus_message_append(m, "(ttbs)", o.to_realtime(w.start), w.duration(now), w.open ? 1 : 0,
+                                      w.cause.c_str());
+            if (r < 0) return r;
+        }
+        return sd_bus_message_close_container(m);
+    }
+    static int recipe(const KdumpObject& o, sd_bus_message* m) {
+        const auto& r = o.kdump_->recipe();
+        return sd_bus_message_append(m, "(ssss)", r ? r->kernel.c_str() : "", r ? r->initrd.c_str() : "",
+                                     r ? r->cmdline.c_str() : "", r ? r->source.c_str() : "");
+    }
+    static int last_error(const KdumpObject& o, sd_bus_message* m) {
+        return sd_bus_message_append(m, "s", o.kdump_->last_error().c_str());
+    }
+};
+
 // The members, in the order of dbus/org.kexec.khod1.Kdump.xml.
 const sd_bus_vtable KdumpObject::vtable_[] = {
     SD_BUS_VTABLE_START(0),
-    SD_BUS_PROPERTY("Loaded", "b", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("Managed", "b", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("InPlaceUpdate", "(ss)", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("EventSource", "s", get_property, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-    SD_BUS_PROPERTY("EventsSeen", "t", get_property, 0, 0),
-    SD_BUS_PROPERTY("LastEventUsec", "t", get_property, 0, 0),
-    SD_BUS_PROPERTY("Pending", "b", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("Reloads", "t", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("LastReloadUsec", "t", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("UnloadedWindowUsecTotal", "t", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("UnloadedWindows", "a(ttbs)", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("Recipe", "(ssss)", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-    SD_BUS_PROPERTY("LastError", "s", get_property, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("Loaded", "b", Properties::get<Properties::loaded>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("Managed", "b", Properties::get<Properties::managed>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("InPlaceUpdate", "(ss)", Properties::get<Properties::in_place_update>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("EventSource", "s", Properties::get<Properties::event_source>, 0,
+                    SD_BUS_VTABLE_PROPERTY_CONST),
+    SD_BUS_PROPERTY("EventsSeen", "t", Properties::get<Properties::events_seen>, 0, 0),
+    SD_BUS_PROPERTY("LastEventUsec", "t", Properties::get<Properties::last_event_usec>, 0, 0),
+    SD_BUS_PROPERTY("Pending", "b", Properties::get<Properties::pending>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("Reloads", "t", Properties::get<Properties::reloads>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("LastReloadUsec", "t", Properties::get<Properties::last_reload_usec>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("UnloadedWindowUsecTotal", "t", Properties::get<Properties::unloaded_window_usec_total>,
+                    0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("UnloadedWindows", "a(ttbs)", Properties::get<Properties::unloaded_windows>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("Recipe", "(ssss)", Properties::get<Properties::recipe>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("LastError", "s", Properties::get<Properties::last_error>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_METHOD_WITH_ARGS("Load", SD_BUS_ARGS("s", kernel, "s", initrd, "s", cmdline, "t", flags),
                             SD_BUS_NO_RESULT, method_load, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_METHOD_WITH_ARGS("Unload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_unload,
@@ -63,50 +133,6 @@ Usec KdumpObject::to_realtime(Usec monotonic) const {
     const Usec real_now = realtime_usec();
     const Usec ago = mono_now > monotonic ? mono_now - monotonic : 0;
     return real_now > ago ? real_now - ago : 0;
-}
-
-int KdumpObject::get_property(sd_bus* /*bus*/, const char* /*path*/, const char* /*interface*/,
-                              const char* property, sd_bus_message* reply, void* userdata,
-                              sd_bus_error* error) {
-    auto* self = static_cast<KdumpObject*>(userdata);
-    if (!self->kdump_) return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, "not serving");
-    const Kdump& k = *self->kdump_;
-    std::string_view p = property;
-    if (p == "Loaded") return sd_bus_message_append(reply, "b", k.loaded() ? 1 : 0);
-    if (p == "Managed") return sd_bus_message_append(reply, "b", k.managed() ? 1 : 0);
-    if (p == "InPlaceUpdate")
-        return sd_bus_message_append(reply, "(ss)", to_string(k.capability().cpu),
-                                     to_string(k.capability().memory));
-    if (p == "EventSource") return sd_bus_message_append(reply, "s", self->event_source_.c_str());
-    if (p == "EventsSeen")
-        return sd_bus_message_append(reply, "t", static_cast<std::uint64_t>(k.events_seen()));
-    if (p == "LastEventUsec")
-        return sd_bus_message_append(reply, "t",
-                                     k.last_event() ? self->to_realtime(*k.last_event()) : Usec{0});
-    if (p == "Pending") return sd_bus_message_append(reply, "b", k.pending() ? 1 : 0);
-    if (p == "Reloads") return sd_bus_message_append(reply, "t", static_cast<std::uint64_t>(k.reloads()));
-    if (p == "LastReloadUsec")
-        return sd_bus_message_append(reply, "t",
-                                     k.last_reload() ? self->to_realtime(*k.last_reload()) : Usec{0});
-    if (p == "UnloadedWindowUsecTotal") return sd_bus_message_append(reply, "t", k.unloaded_total());
-    if (p == "UnloadedWindows") {
-        int r = sd_bus_message_open_container(reply, 'a', "(ttbs)");
-        if (r < 0) return r;
-        const Usec now = k.now();
-        for (const auto& w : k.windows()) {
-            r = sd_bus_message_append(reply, "(ttbs)", self->to_realtime(w.start), w.duration(now),
-                                      w.open ? 1 : 0, w.cause.c_str());
-            if (r < 0) return r;
-        }
-        return sd_bus_message_close_container(reply);
-    }
-    if (p == "Recipe") {
-        const auto& r = k.recipe();
-        return sd_bus_message_append(reply, "(ssss)", r ? r->kernel.c_str() : "", r ? r->initrd.c_str() : "",
-                                     r ? r->cmdline.c_str() : "", r ? r->source.c_str() : "");
-    }
-    if (p == "LastError") return sd_bus_message_append(reply, "s", k.last_error().c_str());
-    return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "no property %s", property);
 }
 
 int KdumpObject::reply(sd_bus_message* m, sd_bus_error* error, const Result<void, Failure>& result) {

@@ -24,12 +24,12 @@ public:
     // Sends the Reloaded signal.
     void emit_reloaded(const ReloadReport& report);
     void emit_changed(const std::vector<std::string>& properties);
+    bool serving() const { return kdump_ != nullptr; }
 
 private:
+    struct Properties;  // one getter per property (bus_kdump.cpp)
     static const sd_bus_vtable vtable_[];
 
-    static int get_property(sd_bus* bus, const char* path, const char* interface, const char* property,
-                            sd_bus_message* reply, void* userdata, sd_bus_error* error);
     static int method_load(sd_bus_message* m, void* userdata, sd_bus_error* error);
     static int method_unload(sd_bus_message* m, void* userdata, sd_bus_error* error);
     static int method_reload(sd_bus_message* m, void* userdata, sd_bus_error* error);

@@ -30,6 +30,18 @@ int reply_failure(sd_bus_message* call, sd_bus_error* error, const Failure& fail
 // sd_bus_error_get_errno() give it rather than EIO. Once, before serving.
 int register_bus_errors();
 
+// A vtable entry's property getter: Append(object, reply) appends one
+// property of the Object that is the vtable's userdata, so each entry names
+// its own small getter instead of one getter comparing names. Object::serving()
+// is false only under --bus-introspect, where no property is read.
+template <class Object, int (*Append)(const Object&, sd_bus_message*)>
+int property_getter(sd_bus* /*bus*/, const char* /*path*/, const char* /*interface*/,
+                    const char* /*property*/, sd_bus_message* reply, void* userdata, sd_bus_error* error) {
+    const auto& self = *static_cast<const Object*>(userdata);
+    if (!self.serving()) return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, "not serving");
+    return Append(self, reply);
+}
+
 // PropertiesChanged for these properties of interface; failures are logged.
 void emit_properties_changed(sd_bus* bus, const char* interface, const std::vector<std::string>& properties);
 
