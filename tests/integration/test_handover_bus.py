@@ -101,6 +101,20 @@ class StatelessAbi(HandoverBusTest):
         self.assertIn("ENOENT", doc["error"]["message"])
         self.assertEqual(self.khod.prop("State"), 's "idle"')
 
+    def test_preflight_failure_says_the_errno_once(self):
+        once = "No such file or directory (ENOENT)"
+        rc, doc = self.ctl("prepare", "--kernel", "/nonexistent/bzImage")
+        self.assertBusError(rc, doc, "PreflightFailed")
+        self.assertEqual(doc["error"]["message"].count(once), 1, doc["error"]["message"])
+        r = self.khod.khoctl("prepare", "--kernel", "/nonexistent/bzImage")
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.count(once), 1, r.stderr)
+        self.assertEqual(self.khod.prop("LastError").count(once), 1, "LastError says it once too")
+        r = self.khod.khoctl("prepare", "--kernel", str(KERNEL), "--initrd", "/nonexistent/initrd")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("/nonexistent/initrd", r.stderr)
+        self.assertEqual(r.stderr.count(once), 1, r.stderr)
+
     def test_not_a_bzimage_is_refused_by_preflight(self):
         junk = self.khod.dir / "vmlinuz-junk"
         junk.write_bytes(b"\0" * 8192)

@@ -15,19 +15,16 @@ Result<void, Failure> preflight_target(const Sysroot& root, HandoverTarget& targ
     request.cmdline.keep_kho = (target.flags & prepare_keep_cmdline) == 0;
     PreflightReport report = run_preflight(root, request);
     if (!report.ok()) {
+        // A failed check's message is already its error's describe(), path and
+        // errno text included; an errno code on the joined Error would make
+        // describe() say the errno a second time.
         std::string message;
-        std::optional<Error> first;
         for (const PreflightCheck& c : report.checks) {
             if (c.status != CheckStatus::failed) continue;
             if (!message.empty()) message += "; ";
             message += c.name + ": " + c.message;
-            if (!first && c.error) first = c.error;
         }
-        Error e = first.value_or(Error{});
-        e.message = message;
-        e.path.clear();  // the messages name their paths
-        e.code = first ? first->code : 0;
-        return Failure{Errc::preflight_failed, e};
+        return Failure{Errc::preflight_failed, plain_error("", std::move(message))};
     }
     target.cmdline = report.cmdline.text;
     return {};
