@@ -97,7 +97,7 @@ Result<std::vector<ScratchArea>> read_scratch_areas(const Sysroot& root, KhoAbi 
         a.size = (*len)[i];
         a.kind = area_kind_at(a.index);
         if (a.kind == ScratchAreaKind::node && nodes.size() == node_areas) a.node = nodes[i - 2];
-        areas.push_back(std::move(a));
+        areas.push_back(a);
     }
     return areas;
 }
