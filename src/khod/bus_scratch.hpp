@@ -1,5 +1,5 @@
-// org.kexec.khod1.Scratch on /org/kexec/khod1: the scratch planner of
-// lib/khod/scratch_plan over the bus. Defined in dbus/org.kexec.khod1.Scratch.xml.
+// org.kexec.khod1.Scratch on /org/kexec/khod1: the planner of lib/khod/scratch/
+// over the bus. Defined in dbus/org.kexec.khod1.Scratch.xml.
 #pragma once
 
 #include <systemd/sd-bus.h>

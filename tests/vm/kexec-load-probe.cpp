@@ -1,4 +1,4 @@
-// Test-only: a real kexec_file_load / unload through lib/khod/kexec_file, for
+// Test-only: a real kexec_file_load / unload through lib/khod/kexec/kexec_file, for
 // the VM tier (khoctl check never loads anything).
 //
 //   kexec-load-probe load --kernel K [--initrd I] [--cmdline TEXT] [--debug] [--crash]

@@ -1,7 +1,7 @@
 """`khoctl check` against a real KHO kexec_file_load, default scratch sizes.
 
 The guest runs `khoctl check --json` on its own /boot/bzImage and
-/boot/initrd.gz, then loads the same files for real through lib/khod/kexec_file
+/boot/initrd.gz, then loads the same files for real through lib/khod/kexec/kexec_file
 (tests/vm/kexec-load-probe) with KEXEC_FILE_DEBUG, so the kernel logs where it
 put every segment, and unloads again. The check compares the prediction with
 the kernel: fits or not, and each segment's address and size, exactly.
