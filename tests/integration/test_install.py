@@ -15,6 +15,10 @@ from khodbus import REPO
 BUILDDIR = Path(os.environ.get("KHOD_BUILDDIR", REPO / "build"))
 
 
+def run_tool(*argv) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
 def pkg_var(package, var):
     r = subprocess.run(["pkg-config", f"--variable={var}", package], capture_output=True, text=True)
     return r.stdout.strip()
@@ -49,6 +53,25 @@ class Install(unittest.TestCase):
         self.installed(Path(self.prefix) / "sbin/khod")
         self.installed(self.datadir / "man/man1/khoctl.1")
         self.installed(self.datadir / "man/man8/khod.8")
+
+    def test_programs_are_hardened(self):
+        """meson.build's hardening, seen in what was installed: PIE, full RELRO,
+        stack protector, fortified libc calls, CET branch markers, libstdc++
+        assertions."""
+        for program in (Path(self.prefix) / "sbin/khod", Path(self.prefix) / "bin/khoctl"):
+            with self.subTest(program=program.name):
+                path = str(self.installed(program))
+                header = run_tool("readelf", "-hW", path)
+                self.assertRegex(header, r"Type:\s+DYN", "not a PIE")
+                dynamic = run_tool("readelf", "-dW", path)
+                self.assertIn("BIND_NOW", dynamic, "linked without -z now")
+                self.assertIn("GNU_RELRO", run_tool("readelf", "-lW", path), "linked without -z relro")
+                imports = run_tool("nm", "-D", "-C", path)
+                self.assertIn("__stack_chk_fail", imports, "built without -fstack-protector-strong")
+                self.assertRegex(imports, r"__\w+_chk@", "no fortified libc call: built without _FORTIFY_SOURCE")
+                self.assertIn("__glibcxx_assert_fail", imports, "built without _GLIBCXX_ASSERTIONS")
+                main = run_tool("objdump", "-d", "--no-show-raw-insn", "--disassemble=main", path)
+                self.assertRegex(main, r"<main>:\s*\n\s*[0-9a-f]+:\s*endbr64", "main has no endbr64: no -fcf-protection")
 
     def test_dbus_files_where_dbus_looks(self):
         services = pkg_var("dbus-1", "system_bus_services_dir").replace("/usr/share", str(self.datadir))
