@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "khod/base/caller_file.hpp"
 #include "khod/base/fd.hpp"
 
 namespace khod {
@@ -34,17 +35,17 @@ Result<void> FakeKdumpBackend::set_crash(bool loaded) {
 
 Result<void> FakeKdumpBackend::load_crash(const CrashRecipe& recipe) {
     loads.push_back(recipe);
-    UniqueFd kernel(::open(recipe.kernel.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!kernel.valid()) return errno_error(errno, recipe.kernel, "cannot open the kernel (fake)");
-    if (!recipe.initrd.empty()) {
-        UniqueFd initrd(::open(recipe.initrd.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!initrd.valid()) return errno_error(errno, recipe.initrd, "cannot open the initrd (fake)");
-    }
+    // Opened as kexec_file_load() opens them, so a FIFO cannot hang the fake either.
+    auto kernel = open_regular_file(recipe.kernel, "the kernel (fake)");
+    if (!kernel) return kernel.error();
+    if (!recipe.initrd.empty())
+        if (auto initrd = open_regular_file(recipe.initrd, "the initrd (fake)"); !initrd)
+            return initrd.error();
     if (fail_before_free) return errno_error(*fail_before_free, recipe.kernel, "kexec_file_load (fake)");
     if (auto r = set_crash(false); !r) return r;
     if (during_load) during_load();
     if (fail_after_free) return errno_error(*fail_after_free, recipe.kernel, "kexec_file_load (fake)");
-    if (!looks_like_bzimage(kernel.get()))
+    if (!looks_like_bzimage(kernel->fd.get()))
         return errno_error(ENOEXEC, recipe.kernel, "kexec_file_load (fake): not a bzImage");
     return set_crash(true);
 }

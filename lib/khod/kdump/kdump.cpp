@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <system_error>
 
+#include "khod/base/caller_file.hpp"
+
 namespace khod {
 
 struct Kdump::Snapshot {
@@ -386,13 +388,12 @@ Result<void, Failure> Kdump::load(CrashRecipe recipe) {
     if (!recipe.initrd.empty() && recipe.initrd.front() != '/')
         return done(fail(Errc::invalid_argument,
                          plain_error(recipe.initrd, "the initrd must be given as an absolute path")));
-    // Checked here so a typo never costs the loaded crash kernel.
-    if (::access(recipe.kernel.c_str(), R_OK) != 0)
-        return done(fail(Errc::invalid_argument,
-                         errno_error(errno, recipe.kernel, "the crash kernel is not readable")));
-    if (!recipe.initrd.empty() && ::access(recipe.initrd.c_str(), R_OK) != 0)
-        return done(
-            fail(Errc::invalid_argument, errno_error(errno, recipe.initrd, "the initrd is not readable")));
+    // Checked here so a typo (or a FIFO) never costs the loaded crash kernel.
+    if (auto k = open_regular_file(recipe.kernel, "the crash kernel"); !k)
+        return done(fail(Errc::invalid_argument, k.error()));
+    if (!recipe.initrd.empty())
+        if (auto i = open_regular_file(recipe.initrd, "the initrd"); !i)
+            return done(fail(Errc::invalid_argument, i.error()));
     refresh();
     if (cap_.kexec.crash_loaded.state == ProbeState::unsupported)
         return done(fail(Errc::not_supported, plain_error(cap_.kexec.crash_loaded.path,

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "khod/base/caller_file.hpp"
 #include "khod/base/fd.hpp"
 #include "khod/base/hex.hpp"
 
@@ -228,9 +229,9 @@ Result<BzImageInfo> read_bzimage(int fd, const std::string& path) {
 }
 
 Result<BzImageInfo> read_bzimage(const std::filesystem::path& path) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-    if (!fd.valid()) return errno_error(errno, path.string(), "cannot open");
-    return read_bzimage(fd.get(), path.string());
+    auto file = open_regular_file(path, "the kernel");
+    if (!file) return file.error();
+    return read_bzimage(file->fd.get(), path.string());
 }
 
 Result<void> check_bzimage_host(const BzImageInfo& image, const BzImageHost& host) {

@@ -8,7 +8,9 @@
 #include <charconv>
 #include <cstring>
 #include <sstream>
+#include <utility>
 
+#include "khod/base/caller_file.hpp"
 #include "khod/base/fd.hpp"
 
 namespace khod {
@@ -219,12 +221,14 @@ Result<void> kexec_file_load(const Sysroot& root, const KexecFileLoad& request,
     if (!root.is_live())
         return plain_error(request.kernel.string(),
                            "kexec_file_load needs the live system, not the sysroot " + root.root().string());
-    UniqueFd kernel(::open(request.kernel.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-    if (!kernel.valid()) return errno_error(errno, request.kernel.string(), "cannot open the kernel");
+    auto kernel_file = open_regular_file(request.kernel, "the kernel");
+    if (!kernel_file) return kernel_file.error();
+    UniqueFd kernel = std::move(kernel_file->fd);
     UniqueFd initrd;
     if (request.initrd) {
-        initrd.reset(::open(request.initrd->c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-        if (!initrd.valid()) return errno_error(errno, request.initrd->string(), "cannot open the initrd");
+        auto initrd_file = open_regular_file(*request.initrd, "the initrd");
+        if (!initrd_file) return initrd_file.error();
+        initrd = std::move(initrd_file->fd);
     }
     // cmdline_len counts the NUL; std::string's c_str() provides it.
     const unsigned long cmdline_len = request.cmdline.size() + 1;

@@ -179,6 +179,13 @@ Result<void, Failure> Handover::prepare(HandoverTarget target) {
                                              to_string(state_) + "; Abort first")));
     if (target.kernel.empty())
         return done(fail(Errc::invalid_argument, plain_error("", "no target kernel given")));
+    // khod's working directory is not the caller's, so a relative path would name another file.
+    if (target.kernel.front() != '/')
+        return done(fail(Errc::invalid_argument,
+                         plain_error(target.kernel, "the target kernel must be given as an absolute path")));
+    if (!target.initrd.empty() && target.initrd.front() != '/')
+        return done(fail(Errc::invalid_argument,
+                         plain_error(target.initrd, "the initrd must be given as an absolute path")));
     refresh_kernel_view();
     if (abi_ == KhoAbi::unknown || !kho_active_.value_or(false))
         return done(fail(Errc::not_supported,

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "khod/base/caller_file.hpp"
 #include "khod/base/debugfs.hpp"
 #include "khod/base/fd.hpp"
 #include "khod/base/hex.hpp"
@@ -48,24 +49,13 @@ std::string xloadflag_names(std::uint16_t x) {
 // The same things kernel_read_file() requires of the initrd, plus readability.
 void check_initrd(PreflightReport& r, const std::filesystem::path& path) {
     const std::string p = path.string();
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-    if (!fd.valid()) {
-        Error e = errno_error(errno, p, "cannot open the initrd");
-        add(r, check::initrd, CheckStatus::failed, e.describe(), e);
+    auto file = open_regular_file(path, "the initrd");
+    if (!file) {
+        add(r, check::initrd, CheckStatus::failed, file.error().describe(), file.error());
         return;
     }
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) {
-        Error e = errno_error(errno, p, "cannot stat the initrd");
-        add(r, check::initrd, CheckStatus::failed, e.describe(), e);
-        return;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        add(r, check::initrd, CheckStatus::failed,
-            p + ": not a regular file; kexec_file_load would fail with EINVAL");
-        return;
-    }
-    const auto size = static_cast<std::uint64_t>(st.st_size);
+    const UniqueFd fd = std::move(file->fd);
+    const std::uint64_t size = file->size;
     if (size == 0) {
         add(r, check::initrd, CheckStatus::failed,
             p + ": empty; kexec_file_load would fail with EINVAL (leave the initrd out instead)");
