@@ -110,12 +110,18 @@ class Khod:
         self.kill(signal.SIGTERM)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def khoctl(self, *args, check=False):
+    def khoctl(self, *args, check=False, timeout=30):
         return subprocess.run([str(self.builddir / "src/khoctl/khoctl"), *args], env=self.bus.env,
-                              capture_output=True, text=True, timeout=30, check=check)
+                              capture_output=True, text=True, timeout=timeout, check=check)
 
     def busctl(self, *args):
         return subprocess.run(["busctl", f"--address={self.bus.address}", *args],
+                              capture_output=True, text=True, timeout=30)
+
+    def dbus_send(self, interface, method, *args):
+        """A method call with dbus-send, which (unlike busctl) prints the error's name."""
+        return subprocess.run(["dbus-send", f"--bus={self.bus.address}", "--print-reply",
+                               "--dest=org.kexec.khod1", "/org/kexec/khod1", f"{interface}.{method}", *args],
                               capture_output=True, text=True, timeout=30)
 
     def prop(self, name):

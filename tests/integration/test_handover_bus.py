@@ -123,6 +123,52 @@ class StatelessAbi(HandoverBusTest):
         self.assertIn("kernel:", doc["error"]["message"])
         self.assertIn(str(junk), doc["error"]["message"])
 
+    def assertAnswersPromptly(self):
+        """khod's loop still turns: a property read and a khoctl call, each in seconds."""
+        self.assertEqual(self.khod.prop("State"), 's "idle"')
+        r = self.khod.khoctl("--json", "kdump", "status", timeout=10)
+        self.assertIn(r.returncode, (0, 1), r.stderr)
+        self.assertTrue(json.loads(r.stdout), r.stdout)
+
+    def test_fifo_kernel_is_refused_without_stalling_khod(self):
+        fifo = self.khod.dir / "kernel.fifo"
+        os.mkfifo(fifo)
+        # A blocking open would wait for a writer until the watchdog killed khod.
+        r = self.khod.khoctl("--json", "prepare", "--kernel", str(fifo), timeout=10)
+        doc = json.loads(r.stdout)
+        self.assertBusError(r.returncode, doc, "PreflightFailed")
+        self.assertIn(f"{fifo}: is a FIFO, not a regular file", doc["error"]["message"])
+        self.assertAnswersPromptly()
+
+    def test_fifo_initrd_is_refused_without_stalling_khod(self):
+        fifo = self.khod.dir / "initrd.fifo"
+        os.mkfifo(fifo)
+        r = self.khod.khoctl("--json", "prepare", "--kernel", str(KERNEL), "--initrd", str(fifo), timeout=10)
+        doc = json.loads(r.stdout)
+        self.assertBusError(r.returncode, doc, "PreflightFailed")
+        self.assertIn(f"{fifo}: is a FIFO, not a regular file", doc["error"]["message"])
+        self.assertAnswersPromptly()
+
+    def test_device_and_directory_kernels_are_refused(self):
+        for path, kind in (("/dev/null", "a character device"), (str(self.khod.dir), "a directory")):
+            rc, doc = self.ctl("prepare", "--kernel", path)
+            self.assertBusError(rc, doc, "PreflightFailed")
+            self.assertIn(f"{path}: is {kind}, not a regular file", doc["error"]["message"])
+
+    def test_relative_paths_are_invalid_arguments(self):
+        # khoctl makes paths absolute; a raw bus call need not, and khod's cwd is not the caller's.
+        for kernel, initrd in (("vmlinuz", ""), (str(KERNEL), "initrd.img")):
+            r = self.khod.dbus_send("org.kexec.khod1.Handover", "Prepare", f"string:{kernel}",
+                                    f"string:{initrd}", "string:", "uint64:0")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("org.kexec.khod1.Error.InvalidArgument", r.stderr)
+            self.assertIn("must be given as an absolute path", r.stderr)
+        r = self.khod.busctl("call", "org.kexec.khod1", "/org/kexec/khod1", "org.kexec.khod1.Handover",
+                             "Prepare", "ssst", "vmlinuz", "", "", "0")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("vmlinuz: the target kernel must be given as an absolute path", r.stderr)
+        self.assertEqual(self.khod.prop("State"), 's "idle"')
+
     def test_reuse_cmdline_keeps_kho_and_appends(self):
         rc, doc = self.ctl("prepare", "--kernel", str(KERNEL), "--reuse-cmdline", "--append", "khod.stage=2")
         self.assertEqual(rc, 0, doc)

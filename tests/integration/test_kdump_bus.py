@@ -212,6 +212,26 @@ class LoadUnloadRollback(KdumpBusTest):
         self.assertTrue(self.status()["Loaded"])
         self.assertEqual(self.status()["UnloadedWindows"], [])
 
+    def test_fifo_is_refused_without_stalling_khod(self):
+        fifo = self.tmp / "kernel.fifo"
+        os.mkfifo(fifo)
+        for args in (("--kernel", str(fifo)), ("--kernel", str(KERNEL), "--initrd", str(fifo))):
+            r = self.khod.khoctl("--json", "--sysroot", str(self.khod.sysroot), "kdump", "load", *args,
+                                 timeout=10)
+            doc = json.loads(r.stdout)
+            self.assertEqual(r.returncode, 1, doc)
+            self.assertEqual(doc["error"]["name"], "org.kexec.khod1.Error.InvalidArgument")
+            self.assertIn(f"{fifo}: is a FIFO, not a regular file", doc["error"]["message"])
+            self.assertTrue(self.status()["Loaded"], "refused before the loaded crash kernel was touched")
+        self.assertEqual(self.status()["UnloadedWindows"], [])
+
+    def test_relative_path_is_an_invalid_argument(self):
+        r = self.khod.dbus_send("org.kexec.khod1.Kdump", "Load", "string:vmlinuz", "string:", "string:",
+                                "uint64:0")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("org.kexec.khod1.Error.InvalidArgument", r.stderr)
+        self.assertIn("must be given as an absolute path", r.stderr)
+
     def test_unknown_load_flags_are_refused(self):
         r = self.khod.busctl("call", "org.kexec.khod1", "/org/kexec/khod1", "org.kexec.khod1.Kdump", "Load",
                              "ssst", str(KERNEL), "", "", "4")
