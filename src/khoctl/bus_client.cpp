@@ -123,7 +123,7 @@ int report_failure(const BusFailure& failure, bool json) {
     if (json) {
         std::cout << nlohmann::json{{"ok", false},
                                     {"error", {{"name", failure.name}, {"message", failure.message}}}}
-                         .dump(2)
+                         .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
                   << '\n';
     } else {
         std::string shortname = failure.name;
@@ -139,7 +139,7 @@ int show_after_call(KhodClient& client, const InterfaceView& view, bool json, co
     if (!client.properties(view.interface, props, failure)) return report_failure(failure, json);
     if (json) {
         std::cout << nlohmann::json{{"ok", true}, {view.json_key, view.to_json ? view.to_json(props) : props}}
-                         .dump(2)
+                         .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
                   << '\n';
     } else {
         std::cout << done << '\n';

@@ -37,7 +37,8 @@ int exec_target(const GlobalOptions& global, std::uint64_t flags) {
     if (!client->call(khod1::handover_interface, "Exec", failure, "t", flags))
         return report_failure(failure, global.json);
     if (global.json)
-        std::cout << nlohmann::json{{"ok", true}, {"handover", {{"State", "executing"}}}}.dump(2)
+        std::cout << nlohmann::json{{"ok", true}, {"handover", {{"State", "executing"}}}}.dump(
+                         2, ' ', false, nlohmann::json::error_handler_t::replace)
                   << std::endl;
     else
         std::cout << "khod is rebooting into the target" << std::endl;

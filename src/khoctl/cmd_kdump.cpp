@@ -122,7 +122,7 @@ int status(const GlobalOptions& global) {
             out["kdump"] = kdump_json(props);
         else
             out["error"] = {{"name", failure.name}, {"message", failure.message}};
-        std::cout << out.dump(2) << '\n';
+        std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
         return have ? 0 : 1;
     }
     std::cout << "kernel:          " << cap.summary() << '\n';

@@ -14,7 +14,8 @@ namespace {
 
 void print_error(const khod::Error& e, bool json) {
     if (json)
-        std::cout << nlohmann::json{{"ok", false}, {"error", e.describe()}, {"errno", e.code}}.dump(2)
+        std::cout << nlohmann::json{{"ok", false}, {"error", e.describe()}, {"errno", e.code}}.dump(
+                         2, ' ', false, nlohmann::json::error_handler_t::replace)
                   << '\n';
     else
         std::cerr << "khoctl: " << e.describe() << '\n';
@@ -37,7 +38,9 @@ void add_scratch_commands(CLI::App& app, const GlobalOptions& global, Runner& se
             khod::DebugfsState debugfs = khod::ensure_debugfs(root, !*show_no_mount);
             khod::KhoStatus kho = khod::probe_kho(root, cmdline, debugfs);
             if (global.json)
-                std::cout << khod::scratch_show_json(kho).dump(2) << '\n';
+                std::cout << khod::scratch_show_json(kho).dump(2, ' ', false,
+                                                               nlohmann::json::error_handler_t::replace)
+                          << '\n';
             else
                 std::cout << khod::format_scratch_show(kho);
             if (kho.scratch.state == khod::ProbeState::error) return 1;
@@ -79,7 +82,9 @@ void add_scratch_commands(CLI::App& app, const GlobalOptions& global, Runner& se
                 return 1;
             }
             if (global.json)
-                std::cout << khod::to_json(*plan).dump(2) << '\n';
+                std::cout << khod::to_json(*plan).dump(2, ' ', false,
+                                                       nlohmann::json::error_handler_t::replace)
+                          << '\n';
             else
                 std::cout << khod::format_scratch_plan(*plan);
             if (!plan->fits_ok) return 2;

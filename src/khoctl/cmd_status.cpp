@@ -18,7 +18,9 @@ void add_status_commands(CLI::App& app, const GlobalOptions& global, Runner& sel
             options.may_mount_debugfs = !*no_mount;
             khod::Status status = khod::probe_status(root, options);
             if (global.json)
-                std::cout << khod::to_json(status).dump(2) << '\n';
+                std::cout << khod::to_json(status).dump(2, ' ', false,
+                                                        nlohmann::json::error_handler_t::replace)
+                          << '\n';
             else
                 std::cout << khod::format_status(status);
             return 0;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "guard.hpp"
 #include "log.hpp"
 
 namespace khod {
@@ -69,12 +70,12 @@ const sd_bus_vtable HandoverObject::vtable_[] = {
     SD_BUS_PROPERTY("ScratchAreas", "a(usttt)", Properties::get<Properties::scratch_areas>, 0,
                     SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_METHOD_WITH_ARGS("Prepare", SD_BUS_ARGS("s", kernel, "s", initrd, "s", cmdline, "t", flags),
-                            SD_BUS_NO_RESULT, method_prepare, SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_ARGS("Finalize", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_finalize,
+                            SD_BUS_NO_RESULT, guarded_method<method_prepare>, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Finalize", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, guarded_method<method_finalize>,
                             SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_ARGS("Abort", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_abort,
+    SD_BUS_METHOD_WITH_ARGS("Abort", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, guarded_method<method_abort>,
                             SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_ARGS("Exec", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, method_exec,
+    SD_BUS_METHOD_WITH_ARGS("Exec", SD_BUS_ARGS("t", flags), SD_BUS_NO_RESULT, guarded_method<method_exec>,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_VTABLE_END,
 };
@@ -143,12 +144,14 @@ int HandoverObject::method_exec(sd_bus_message* m, void* userdata, sd_bus_error*
 
 int HandoverObject::on_exec_deferred(sd_event_source* /*source*/, void* userdata) {
     auto* self = static_cast<HandoverObject*>(userdata);
-    sd_event_source_set_enabled(self->exec_source_.get(), SD_EVENT_OFF);
-    sd_bus_flush(self->bus_);
-    log(LOG_NOTICE, "rebooting into %s", self->handover_->target().kernel.c_str());
-    auto r = self->handover_->complete_exec();
-    if (!r) log(LOG_ERR, "Exec failed: %s", r.error().describe().c_str());
-    return 0;
+    return guarded_event("Exec", [self] {
+        sd_event_source_set_enabled(self->exec_source_.get(), SD_EVENT_OFF);
+        sd_bus_flush(self->bus_);
+        log(LOG_NOTICE, "rebooting into %s", self->handover_->target().kernel.c_str());
+        auto r = self->handover_->complete_exec();
+        if (!r) log(LOG_ERR, "Exec failed: %s", r.error().describe().c_str());
+        return 0;
+    });
 }
 
 }  // namespace khod

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "bus_object.hpp"
+#include "guard.hpp"
 #include "khod/base/hex.hpp"
 #include "log.hpp"
 #include "system_kdump.hpp"
@@ -97,10 +98,10 @@ const sd_bus_vtable KdumpObject::vtable_[] = {
     SD_BUS_PROPERTY("LastError", "s", Properties::get<Properties::last_error>, 0,
                     SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_METHOD_WITH_ARGS("Load", SD_BUS_ARGS("s", kernel, "s", initrd, "s", cmdline, "t", flags),
-                            SD_BUS_NO_RESULT, method_load, SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_ARGS("Unload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_unload,
+                            SD_BUS_NO_RESULT, guarded_method<method_load>, SD_BUS_VTABLE_UNPRIVILEGED),
+    SD_BUS_METHOD_WITH_ARGS("Unload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, guarded_method<method_unload>,
                             SD_BUS_VTABLE_UNPRIVILEGED),
-    SD_BUS_METHOD_WITH_ARGS("Reload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_reload,
+    SD_BUS_METHOD_WITH_ARGS("Reload", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, guarded_method<method_reload>,
                             SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_SIGNAL_WITH_ARGS(
         "Reloaded",

@@ -6,6 +6,7 @@
 #include <iterator>
 #include <string_view>
 
+#include "guard.hpp"
 #include "log.hpp"
 
 namespace khod {
@@ -71,6 +72,13 @@ int reply_failure(sd_bus_message* call, sd_bus_error* error, const Failure& fail
     log(LOG_ERR, "%.*s.%s: %s", static_cast<int>(interface.size()), interface.data(),
         sd_bus_message_get_member(call), message.c_str());
     return sd_bus_error_set(error, bus_error_name(failure.kind), message.c_str());
+}
+
+int reply_exception(sd_bus_message* call, sd_bus_error* error, const char* what) noexcept {
+    const char* member = sd_bus_message_get_member(call);
+    log(LOG_ERR, "%s: unexpected exception: %s", member ? member : "?", what);
+    const int r = sd_bus_error_set(error, khod1::error::io_error, what);
+    return r < 0 ? r : -EIO;
 }
 
 int register_bus_errors() {

@@ -4,6 +4,7 @@
 
 #include <systemd/sd-bus.h>
 
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -39,7 +40,12 @@ int property_getter(sd_bus* /*bus*/, const char* /*path*/, const char* /*interfa
                     const char* /*property*/, sd_bus_message* reply, void* userdata, sd_bus_error* error) {
     const auto& self = *static_cast<const Object*>(userdata);
     if (!self.serving()) return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, "not serving");
-    return Append(self, reply);
+    // Called from sd-bus's C frames: no exception may leave (guard.hpp).
+    try {
+        return Append(self, reply);
+    } catch (const std::exception& e) {
+        return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, e.what());
+    }
 }
 
 // PropertiesChanged for these properties of interface; failures are logged.

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "bus_object.hpp"
+#include "guard.hpp"
 #include "khod/scratch/scratch_plan.hpp"
 #include "log.hpp"
 
@@ -13,7 +14,7 @@ const sd_bus_vtable ScratchObject::vtable_[] = {
     SD_BUS_METHOD_WITH_ARGS("Plan",
                             SD_BUS_ARGS("s", kernel, "s", initrd, "s", next_cmdline, "u", headroom_percent),
                             SD_BUS_RESULT("s", parameter, "b", fits, "s", verdict, "s", plan_json),
-                            method_plan, SD_BUS_VTABLE_UNPRIVILEGED),
+                            guarded_method<method_plan>, SD_BUS_VTABLE_UNPRIVILEGED),
     SD_BUS_VTABLE_END,
 };
 
@@ -41,9 +42,10 @@ int ScratchObject::method_plan(sd_bus_message* m, void* userdata, sd_bus_error* 
     // The planner fails only when it cannot read its inputs (the kernel, the
     // initrd, /proc and /sys through the sysroot).
     if (!plan) return reply_failure(m, error, {Errc::io_error, plan.error()});
-    return sd_bus_reply_method_return(m, "sbss", plan->recommendation.word.c_str(),
-                                      static_cast<int>(plan->fits_ok), to_string(plan->verdict),
-                                      to_json(*plan).dump().c_str());
+    return sd_bus_reply_method_return(
+        m, "sbss", plan->recommendation.word.c_str(), static_cast<int>(plan->fits_ok),
+        to_string(plan->verdict),
+        to_json(*plan).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
 }
 
 }  // namespace khod

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "guard.hpp"
 #include "khod/khod_config.hpp"
 #include "log.hpp"
 
@@ -127,9 +128,11 @@ void KdumpService::after_timer_or_event() {
 
 int KdumpService::on_timer(sd_event_source* /*source*/, uint64_t /*usec*/, void* userdata) {
     auto* self = static_cast<KdumpService*>(userdata);
-    self->kdump_->on_timer();
-    self->after_timer_or_event();
-    return 0;
+    return guarded_event("kdump timer", [self] {
+        self->kdump_->on_timer();
+        self->after_timer_or_event();
+        return 0;
+    });
 }
 
 }  // namespace khod

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "guard.hpp"
 #include "log.hpp"
 
 namespace khod {
@@ -100,12 +101,14 @@ const char* UeventSource::name() const {
 
 int UeventSource::on_readable(sd_event_source* /*source*/, int /*fd*/, uint32_t /*revents*/, void* userdata) {
     auto* self = static_cast<UeventSource*>(userdata);
-    if (self->kind_ == Kind::udev)
-        self->drain_udev();
-    else
-        self->drain_datagrams();
-    if (self->done_) self->done_();
-    return 0;
+    return guarded_event("uevent", [self] {
+        if (self->kind_ == Kind::udev)
+            self->drain_udev();
+        else
+            self->drain_datagrams();
+        if (self->done_) self->done_();
+        return 0;
+    });
 }
 
 void UeventSource::drain_datagrams() {

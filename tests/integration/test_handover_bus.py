@@ -328,6 +328,27 @@ class NoKho(HandoverBusTest):
         self.assertIn("kho=on", doc["error"]["message"])
 
 
+class NonUtf8Cmdline(KhodBusTest):
+    """A raw /proc/cmdline can hold any byte; JSON out of khod and khoctl must not throw on it."""
+
+    def setUp(self):
+        self.khod = Khod(self.bus, BUILDDIR, "vm-7.2-kho")
+        cmdline = self.khod.sysroot / "proc/cmdline"
+        cmdline.write_bytes(cmdline.read_bytes().rstrip(b"\n") + b" note=\xff\n")
+        self.khod.start()
+
+    def tearDown(self):
+        self.khod.close()
+
+    def test_status_json_and_properties_still_work(self):
+        r = self.khod.khoctl("--json", "--sysroot", str(self.khod.sysroot), "status", timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        json.loads(r.stdout)
+        self.assertEqual(self.khod.prop("State"), 's "idle"')
+        self.assertEqual(self.khod.prop("LastError"), 's ""')
+        self.assertIsNone(self.khod.proc.poll(), "khod is still running")
+
+
 class KhodAbsent(unittest.TestCase):
     def test_khoctl_says_khod_is_not_running(self):
         bus = PrivateBus()

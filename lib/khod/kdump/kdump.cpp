@@ -133,7 +133,7 @@ void Kdump::save_record() const {
     tmp += ".tmp";
     {
         std::ofstream out(tmp, std::ios::trunc);
-        out << j.dump(2) << '\n';
+        out << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
         if (!out) return;  // the record only helps a restarted khod; losing it loses no kernel state
     }
     std::filesystem::rename(tmp, record_path(), ec);
@@ -146,14 +146,19 @@ void Kdump::start(std::optional<CrashRecipe> configured, const std::string& conf
     bool record_managed = false;
     if (std::ifstream in(record_path()); in) {
         auto j = nlohmann::json::parse(in, nullptr, false);
-        if (!j.is_discarded() && j.is_object() && j.value("version", 0) == 1 &&
-            j.value("boot_id", std::string("?")) == boot_id(root_)) {
-            record_managed = j.value("managed", false);
-            if (j.contains("recipe") && j["recipe"].is_object()) {
-                const auto& r = j["recipe"];
-                recipe_ = CrashRecipe{r.value("kernel", ""), r.value("initrd", ""), r.value("cmdline", ""),
-                                      r.value("source", "khoctl kdump load")};
+        try {
+            if (!j.is_discarded() && j.is_object() && j.value("version", 0) == 1 &&
+                j.value("boot_id", std::string("?")) == boot_id(root_)) {
+                record_managed = j.value("managed", false);
+                if (j.contains("recipe") && j["recipe"].is_object()) {
+                    const auto& r = j["recipe"];
+                    recipe_ = CrashRecipe{r.value("kernel", ""), r.value("initrd", ""),
+                                          r.value("cmdline", ""), r.value("source", "khoctl kdump load")};
+                }
             }
+        } catch (const nlohmann::json::exception&) {
+            // A field of the wrong type (a hand-edited record): the record counts for nothing.
+            record_managed = false;
         }
     }
     if (record_managed && loaded()) {

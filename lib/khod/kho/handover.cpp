@@ -106,7 +106,7 @@ Result<void> Handover::save_record() const {
     tmp += ".tmp";
     {
         std::ofstream out(tmp, std::ios::trunc);
-        out << j.dump(2) << '\n';
+        out << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
         out.flush();
         if (!out) return errno_error(errno, tmp.string(), "cannot write the staged-target record");
     }
@@ -120,6 +120,18 @@ void Handover::remove_record() const {
     std::filesystem::remove(record_path(), ec);
 }
 
+namespace {
+
+bool record_fields_are_typed(const nlohmann::json& j) {
+    for (const char* key : {"boot_id", "kernel", "initrd", "cmdline", "state"})
+        if (j.contains(key) && !j[key].is_string()) return false;
+    for (const char* key : {"version", "flags"})
+        if (j.contains(key) && !j[key].is_number_unsigned()) return false;
+    return true;
+}
+
+}  // namespace
+
 void Handover::recover() {
     Snapshot before = snapshot();
     refresh_kernel_view();
@@ -128,7 +140,8 @@ void Handover::recover() {
     std::optional<nlohmann::json> record;
     if (std::ifstream in(record_path()); in) {
         auto j = nlohmann::json::parse(in, nullptr, false);
-        if (!j.is_discarded() && j.is_object() && j.value("version", 0) == 1 &&
+        // value() throws on a field of the wrong type (a hand-edited record): such a record is ignored.
+        if (!j.is_discarded() && j.is_object() && record_fields_are_typed(j) && j.value("version", 0) == 1 &&
             j.value("boot_id", std::string("?")) == boot_id(root_))
             record = j;
     }
