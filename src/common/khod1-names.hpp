@@ -15,6 +15,7 @@ inline constexpr const char* object_path = "/org/kexec/khod1";
 inline constexpr const char* handover_interface = "org.kexec.khod1.Handover";
 inline constexpr const char* scratch_interface = "org.kexec.khod1.Scratch";
 inline constexpr const char* kdump_interface = "org.kexec.khod1.Kdump";
+inline constexpr const char* liveupdate_interface = "org.kexec.khod1.LiveUpdate";
 
 // Errors the methods reply with; the XML files name the same ones.
 namespace error {
@@ -24,6 +25,12 @@ inline constexpr const char* preflight_failed = "org.kexec.khod1.Error.Preflight
 inline constexpr const char* invalid_argument = "org.kexec.khod1.Error.InvalidArgument";
 inline constexpr const char* no_recipe = "org.kexec.khod1.Error.NoRecipe";
 inline constexpr const char* kernel_refused = "org.kexec.khod1.Error.KernelRefused";
+inline constexpr const char* target_incompatible = "org.kexec.khod1.Error.TargetIncompatible";
+inline constexpr const char* not_owner = "org.kexec.khod1.Error.NotOwner";
+inline constexpr const char* session_exists = "org.kexec.khod1.Error.SessionExists";
+inline constexpr const char* no_such_session = "org.kexec.khod1.Error.NoSuchSession";
+inline constexpr const char* busy = "org.kexec.khod1.Error.Busy";
+inline constexpr const char* incoming_lost = "org.kexec.khod1.Error.IncomingDataLost";
 inline constexpr const char* io_error = "org.kexec.khod1.Error.IOError";
 }  // namespace error
 

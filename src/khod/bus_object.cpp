@@ -39,6 +39,12 @@ constexpr BusError bus_errors[] = {
     {Errc::invalid_argument, khod1::error::invalid_argument, EINVAL},
     {Errc::no_recipe, khod1::error::no_recipe, ENOENT},
     {Errc::kernel_refused, khod1::error::kernel_refused, EIO},
+    {Errc::target_incompatible, khod1::error::target_incompatible, ENOEXEC},
+    {Errc::not_owner, khod1::error::not_owner, EPERM},
+    {Errc::session_exists, khod1::error::session_exists, EEXIST},
+    {Errc::no_such_session, khod1::error::no_such_session, ENOENT},
+    {Errc::busy, khod1::error::busy, EBUSY},
+    {Errc::incoming_lost, khod1::error::incoming_lost, EIO},
     {Errc::io_error, khod1::error::io_error, EIO},
 };
 
