@@ -37,6 +37,27 @@ std::optional<bool> parse_bool(std::string_view v) {
     return std::nullopt;
 }
 
+int on_liveupdate_entry(ParseState* st, const std::string& name, const std::string& val) {
+    LiveUpdateConfig& l = st->config->liveupdate;
+    if (name != "InhibitDelayMaxSec" && name != "RetrieveTimeoutSec") {
+        st->config->warnings.push_back(st->name + ": unknown key " + name + "= in [LiveUpdate], ignored");
+        return 1;
+    }
+    Usec& field = name == "InhibitDelayMaxSec" ? l.inhibit_delay_max : l.retrieve_timeout;
+    const std::string v = lower(val);
+    if (name == "RetrieveTimeoutSec" && (v == "never" || v == "infinity")) {
+        field = usec_never;
+        return 1;
+    }
+    auto d = parse_duration(val, name);
+    if (!d) {
+        if (st->error.empty()) st->error = "[LiveUpdate] " + name + "=" + val + ": " + d.error().message;
+        return 0;
+    }
+    field = *d;
+    return 1;
+}
+
 int on_entry(void* user, const char* section, const char* key, const char* value) {
     auto* st = static_cast<ParseState*>(user);
     KdumpConfig& k = st->config->kdump;
@@ -45,6 +66,7 @@ int on_entry(void* user, const char* section, const char* key, const char* value
         if (st->error.empty()) st->error = "[" + sec + "] " + name + "=" + val + ": " + why;
         return 0;
     };
+    if (sec == "LiveUpdate") return on_liveupdate_entry(st, name, val);
     if (sec != "Kdump") {
         st->config->warnings.push_back(st->name + ": unknown section [" + sec + "], ignored");
         return 1;

@@ -32,8 +32,17 @@ struct KdumpConfig {
     std::optional<CrashRecipe> recipe() const;
 };
 
+// "never" for a duration that does not run out.
+inline constexpr Usec usec_never = UINT64_MAX;
+
+struct LiveUpdateConfig {
+    Usec inhibit_delay_max = 10 * usec_per_sec;  // [LiveUpdate] InhibitDelayMaxSec=
+    Usec retrieve_timeout = usec_never;          // [LiveUpdate] RetrieveTimeoutSec= (default: never)
+};
+
 struct KhodConfig {
     KdumpConfig kdump;
+    LiveUpdateConfig liveupdate;
     std::vector<std::string> files;     // read, in order
     std::vector<std::string> warnings;  // unknown sections and keys: reported, not fatal
 };

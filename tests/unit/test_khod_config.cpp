@@ -179,3 +179,21 @@ TEST(KdumpImport, Kdumpctl) {
     ASSERT_TRUE(via);
     EXPECT_FALSE(*via);
 }
+
+TEST(KhodConfig, LiveUpdateSection) {
+    KhodConfig c;
+    EXPECT_EQ(c.liveupdate.inhibit_delay_max, 10 * usec_per_sec);
+    EXPECT_EQ(c.liveupdate.retrieve_timeout, usec_never);
+    auto r = apply_khod_config("[LiveUpdate]\nInhibitDelayMaxSec=3s\nRetrieveTimeoutSec=2min\nBogus=1\n",
+                               "/etc/khod/khod.conf", c);
+    ASSERT_TRUE(r) << r.error().describe();
+    EXPECT_EQ(c.liveupdate.inhibit_delay_max, 3 * usec_per_sec);
+    EXPECT_EQ(c.liveupdate.retrieve_timeout, 120 * usec_per_sec);
+    ASSERT_EQ(c.warnings.size(), 1u);
+    EXPECT_NE(c.warnings[0].find("Bogus"), std::string::npos);
+    ASSERT_TRUE(apply_khod_config("[LiveUpdate]\nRetrieveTimeoutSec=never\n", "x.conf", c));
+    EXPECT_EQ(c.liveupdate.retrieve_timeout, usec_never);
+    auto bad = apply_khod_config("[LiveUpdate]\nInhibitDelayMaxSec=never\n", "x.conf", c);
+    ASSERT_FALSE(bad);
+    EXPECT_NE(bad.error().describe().find("InhibitDelayMaxSec"), std::string::npos);
+}
