@@ -16,6 +16,7 @@ namespace khod {
 static_assert(khod1::prepare_reuse_cmdline == prepare_reuse_cmdline);
 static_assert(khod1::prepare_keep_cmdline == prepare_keep_cmdline);
 static_assert(khod1::exec_force == exec_force);
+static_assert(khod1::exec_drop_sessions == exec_drop_sessions);
 
 // Each appends one property of the object; the vtable pairs them with their
 // names and signatures.
@@ -127,6 +128,11 @@ int HandoverObject::method_exec(sd_bus_message* m, void* userdata, sd_bus_error*
     std::uint64_t flags = 0;
     int r = sd_bus_message_read(m, "t", &flags);
     if (r < 0) return r;
+    if (self->gate_) {
+        auto checked = self->gate_->check_exec(flags, self->handover_->target());
+        if (!checked) return reply_failure(m, error, checked.error());
+        flags = *checked;
+    }
     auto begun = self->handover_->begin_exec(flags);
     if (!begun) return self->reply(m, error, begun);
     // Answer first: once the reboot syscall runs, nothing will be sent.
@@ -135,7 +141,7 @@ int HandoverObject::method_exec(sd_bus_message* m, void* userdata, sd_bus_error*
     sd_event_source* source = nullptr;
     r = sd_event_add_defer(self->event_, &source, &HandoverObject::on_exec_deferred, self);
     if (r < 0) {
-        (void)self->handover_->complete_exec();
+        self->handover_->cancel_exec(Failure{Errc::io_error, errno_error(-r, "", "scheduling the reboot")});
         return 1;
     }
     self->exec_source_.reset(source);
@@ -147,11 +153,28 @@ int HandoverObject::on_exec_deferred(sd_event_source* /*source*/, void* userdata
     return guarded_event("Exec", [self] {
         sd_event_source_set_enabled(self->exec_source_.get(), SD_EVENT_OFF);
         sd_bus_flush(self->bus_);
-        log(LOG_NOTICE, "rebooting into %s", self->handover_->target().kernel.c_str());
-        auto r = self->handover_->complete_exec();
-        if (!r) log(LOG_ERR, "Exec failed: %s", r.error().describe().c_str());
+        if (!self->gate_) {
+            self->reboot_now({});
+            return 0;
+        }
+        self->gate_->before_reboot([self](const Result<void, Failure>& ready) { self->reboot_now(ready); });
         return 0;
     });
+}
+
+void HandoverObject::reboot_now(const Result<void, Failure>& ready) {
+    if (!ready) {
+        log(LOG_ERR, "Exec abandoned: %s", ready.error().describe().c_str());
+        handover_->cancel_exec(ready.error());
+        if (gate_) gate_->abandoned();
+        return;
+    }
+    sd_bus_flush(bus_);
+    log(LOG_NOTICE, "rebooting into %s", handover_->target().kernel.c_str());
+    auto r = handover_->complete_exec();
+    if (r) return;
+    log(LOG_ERR, "Exec failed: %s", r.error().describe().c_str());
+    if (gate_) gate_->abandoned();
 }
 
 }  // namespace khod

@@ -5,6 +5,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "bus_liveupdate.hpp"
 #include "bus_object.hpp"
 #include "khod/kho/handover.hpp"
 #include "sd_ptr.hpp"
@@ -21,6 +22,8 @@ public:
     // Adds the vtable to the bus; negative errno on failure.
     int attach();
     bool serving() const { return handover_ != nullptr; }
+    // Exec passes through LiveUpdate's checks, barrier and manifest.
+    void set_exec_gate(LiveUpdateObject* gate) { gate_ = gate; }
 
 private:
     struct Properties;  // one getter per property (bus_handover.cpp)
@@ -31,6 +34,7 @@ private:
     static int method_abort(sd_bus_message* m, void* userdata, sd_bus_error* error);
     static int method_exec(sd_bus_message* m, void* userdata, sd_bus_error* error);
     static int on_exec_deferred(sd_event_source* source, void* userdata);
+    void reboot_now(const Result<void, Failure>& ready);
 
     int reply(sd_bus_message* m, sd_bus_error* error, const Result<void, Failure>& result);
     void emit_changed(const std::vector<std::string>& properties);
@@ -38,6 +42,7 @@ private:
     sd_bus* bus_;
     sd_event* event_;
     Handover* handover_;
+    LiveUpdateObject* gate_ = nullptr;
     SdBusSlotPtr slot_;
     SdEventSourcePtr exec_source_;
 };

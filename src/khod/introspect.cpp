@@ -7,6 +7,7 @@
 
 #include "bus_handover.hpp"
 #include "bus_kdump.hpp"
+#include "bus_liveupdate.hpp"
 #include "bus_scratch.hpp"
 #include "khod/base/fd.hpp"
 #include "sd_ptr.hpp"
@@ -47,6 +48,8 @@ Result<std::string> introspect_exported_objects() {
     if (int r = scratch.attach(); r < 0) return errno_error(-r, "", "adding the Scratch vtable");
     KdumpObject kdump(server->get(), nullptr, "none", nullptr);
     if (int r = kdump.attach(); r < 0) return errno_error(-r, "", "adding the Kdump vtable");
+    LiveUpdateObject liveupdate(server->get(), nullptr, nullptr, nullptr, nullptr, LiveUpdateConfig{});
+    if (int r = liveupdate.attach(); r < 0) return errno_error(-r, "", "adding the LiveUpdate vtable");
 
     // The server answers on its own thread while this one makes the call.
     std::atomic<bool> stop{false};

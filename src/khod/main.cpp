@@ -18,13 +18,18 @@
 
 #include "backends.hpp"
 #include "bus_handover.hpp"
+#include "bus_liveupdate.hpp"
 #include "bus_object.hpp"
 #include "bus_scratch.hpp"
+#include "exec_barrier.hpp"
+#include "fd_store.hpp"
 #include "introspect.hpp"
 #include "kdump_service.hpp"
 #include "khod-config.h"
 #include "khod/base/sysroot.hpp"
 #include "khod/kho/handover_checks.hpp"
+#include "khod/khod_config.hpp"
+#include "khod/luo/luo_sessions.hpp"
 #include "khod/status.hpp"
 #include "khod1-names.hpp"
 #include "log.hpp"
@@ -71,6 +76,28 @@ int fail(const std::string& what, int negative_errno) {
     return 1;
 }
 
+void log_luo_recovery(const khod::LuoRecovery& found, bool have_fd_store) {
+    for (const std::string& name : found.adopted)
+        khod::log(LOG_NOTICE, "took back LUO session %s from the fd store", name.c_str());
+    if (found.manifest_found)
+        khod::log(LOG_NOTICE, "retrieved the khod manifest from %s: %zu session(s) held for their owners",
+                  found.previous_release.c_str(), found.held.size());
+    for (const std::string& name : found.missing)
+        khod::log(LOG_WARNING, "session %s is in the manifest but the kernel did not carry it", name.c_str());
+    for (const khod::Error& e : found.problems) khod::log(LOG_WARNING, "%s", e.describe().c_str());
+    if (!have_fd_store)
+        khod::log(LOG_WARNING,
+                  "no service manager fd store (NOTIFY_SOCKET unset): restarting khod would drop the LUO "
+                  "sessions it holds");
+}
+
+khod::LiveUpdateConfig liveupdate_config(const khod::Sysroot& root) {
+    auto config = khod::load_khod_config(root);
+    if (config) return config->liveupdate;
+    khod::log(LOG_WARNING, "%s; [LiveUpdate] defaults apply", config.error().describe().c_str());
+    return {};
+}
+
 int run(const Options& options) {
     khod::Sysroot root(options.sysroot);
     auto backends = khod::make_backends(root, options.fake_kexec);
@@ -104,7 +131,12 @@ int run(const Options& options) {
         const char* env = std::getenv("RUNTIME_DIRECTORY");  // set by systemd's RuntimeDirectory=
         runtime_dir = env && *env ? env : "/run/khod";
     }
-    khod::Handover handover(root, *backends->kexec, runtime_dir, khod::standard_handover_hooks());
+    khod::SystemdFdStore fd_store;
+    khod::LuoSessions sessions(*backends->luo, fd_store, status.release.value.value_or(""));
+    log_luo_recovery(sessions.restore(khod::take_stored_fds()), fd_store.available());
+
+    khod::HandoverHooks hooks = khod::standard_handover_hooks();
+    khod::Handover handover(root, *backends->kexec, runtime_dir, std::move(hooks));
     handover.recover();
     khod::log(LOG_INFO, "handover state %s (rebuilt from the kernel and %s)",
               khod::to_string(handover.state()), handover.record_path().c_str());
@@ -117,6 +149,12 @@ int run(const Options& options) {
     khod::HandoverObject handover_object(bus.get(), event.get(), &handover);
     if ((r = handover_object.attach()) < 0)
         return fail(std::string("adding ") + khod1::handover_interface, r);
+    khod::ExecBarrier barrier(event.get());
+    khod::LiveUpdateObject liveupdate_object(bus.get(), event.get(), &root, &sessions, &barrier,
+                                             liveupdate_config(root));
+    if ((r = liveupdate_object.attach()) < 0)
+        return fail(std::string("adding ") + khod1::liveupdate_interface, r);
+    handover_object.set_exec_gate(&liveupdate_object);
     khod::ScratchObject scratch_object(bus.get(), &root);
     if ((r = scratch_object.attach()) < 0) return fail(std::string("adding ") + khod1::scratch_interface, r);
     khod::KdumpService kdump(root, std::move(backends->kdump), runtime_dir, options.uevent_socket);
@@ -129,6 +167,7 @@ int run(const Options& options) {
 
     sd_notifyf(0, "READY=1\nSTATUS=handover %s, KHO ABI %s", khod::to_string(handover.state()),
                khod::to_string(handover.abi()));
+    liveupdate_object.mark_ready();
     r = sd_event_loop(event.get());
     sd_notify(0, "STOPPING=1");
     if (r < 0) return fail("event loop", r);

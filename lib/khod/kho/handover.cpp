@@ -5,6 +5,7 @@
 #include <system_error>
 
 #include "khod/base/debugfs.hpp"
+#include "khod/base/hex.hpp"
 #include "khod/kexec/kexec_state.hpp"
 
 namespace khod {
@@ -323,10 +324,23 @@ Result<void, Failure> Handover::begin_exec(std::uint64_t flags) {
         notify(before);
         return e;
     }
+    if (flags & ~exec_known_flags) {
+        auto e = fail(Errc::invalid_argument, plain_error("", "Exec: unknown flag bits " + hex(flags & ~exec_known_flags)));
+        notify(before);
+        return e;
+    }
     exec_flags_ = flags;
     state_ = HandoverState::executing;
     notify(before);
     return {};
+}
+
+void Handover::cancel_exec(const Failure& why) {
+    if (state_ != HandoverState::executing) return;
+    Snapshot before = snapshot();
+    state_ = HandoverState::loaded;
+    (void)fail(why.kind, why.error);
+    notify(before);
 }
 
 Result<void, Failure> Handover::complete_exec() {

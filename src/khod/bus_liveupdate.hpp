@@ -1,0 +1,74 @@
+// org.kexec.khod1.LiveUpdate on /org/kexec/khod1: a thin sd-bus shell over
+// the LUO broker (khod::LuoSessions) and the exec barrier. The members are
+// defined in dbus/org.kexec.khod1.LiveUpdate.xml. It is also the gate that
+// Handover.Exec passes through: the session checks before the reboot, the
+// barrier, and the manifest written at the last moment.
+#pragma once
+
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bus_object.hpp"
+#include "exec_barrier.hpp"
+#include "khod/base/sysroot.hpp"
+#include "khod/kho/handover.hpp"
+#include "khod/khod_config.hpp"
+#include "khod/luo/luo_sessions.hpp"
+#include "sd_ptr.hpp"
+
+namespace khod {
+
+class LiveUpdateObject {
+public:
+    // sessions and barrier may be null only for --bus-introspect.
+    LiveUpdateObject(sd_bus* bus, sd_event* event, const Sysroot* root, LuoSessions* sessions,
+                     ExecBarrier* barrier, LiveUpdateConfig config);
+    LiveUpdateObject(const LiveUpdateObject&) = delete;
+    LiveUpdateObject& operator=(const LiveUpdateObject&) = delete;
+
+    int attach();
+    bool serving() const { return sessions_ != nullptr; }
+    // khod answers on the bus from now: the khod-ready phase, and the
+    // RetrieveTimeoutSec= timer for sessions held for their owners.
+    void mark_ready();
+
+    // Exec's gate. check_exec: refuses when held sessions could not survive
+    // the reboot, and returns the flags Handover gets (a direct reboot while
+    // sessions are held: kexec.target would stop khod and close them).
+    Result<std::uint64_t, Failure> check_exec(std::uint64_t flags, const HandoverTarget& target) const;
+    // PrepareForKexec(true), the barrier, then the manifest; then(ok) means
+    // reboot now, then(failure) that the reboot must not happen.
+    void before_reboot(std::function<void(const Result<void, Failure>&)> then);
+    // The reboot did not happen: no manifest, PrepareForKexec(false).
+    void abandoned();
+
+private:
+    struct Properties;  // one getter per property (bus_liveupdate.cpp)
+    struct Methods;     // one handler per method
+    static const sd_bus_vtable vtable_[];
+
+    void emit_changed(const std::vector<std::string>& properties);
+    void emit_prepare_for_kexec(bool start);
+    void arm_retrieve_timeout();
+    static int on_retrieve_timeout(sd_event_source* source, uint64_t usec, void* userdata);
+
+    sd_bus* bus_;
+    sd_event* event_;
+    const Sysroot* root_;
+    LuoSessions* sessions_;
+    ExecBarrier* barrier_;
+    LiveUpdateConfig config_;
+    LuoPhases exec_phases_;
+    std::uint64_t kernel_start_usec_ = 0;
+    std::uint64_t ready_usec_ = 0;
+    std::uint64_t first_retrieve_usec_ = 0;
+    SdBusSlotPtr slot_;
+    SdEventSourcePtr retrieve_timer_;
+};
+
+}  // namespace khod

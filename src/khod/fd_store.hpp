@@ -1,0 +1,27 @@
+// The service manager's fd store as the LUO broker's LuoFdStore: session
+// fds sent with FDSTORE=1 survive a khod restart and come back at start
+// through sd_listen_fds_with_names(). Without NOTIFY_SOCKET there is no
+// store, and a restart would drop every session khod holds.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "khod/base/fd.hpp"
+#include "khod/luo/luo_sessions.hpp"
+
+namespace khod {
+
+class SystemdFdStore : public LuoFdStore {
+public:
+    bool store(const std::string& fdname, int fd) override;
+    void remove(const std::string& fdname) override;
+    bool available() const override;
+};
+
+// The fds systemd (or a stand-in) passed at start, with their FDNAME=s; unsets
+// the LISTEN_* variables so no child inherits them.
+std::vector<std::pair<std::string, UniqueFd>> take_stored_fds();
+
+}  // namespace khod
