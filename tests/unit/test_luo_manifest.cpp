@@ -11,9 +11,9 @@ LuoManifest sample() {
     LuoManifest m;
     m.release = "7.2.0-khod";
     m.phases = {1, 2, 3};
-    LuoSessionEntry s{"vm-1", false, {1000, "vm@1.service"}, {{7, 4096, 15, false}, {8, 1, 0, true}}};
+    LuoSessionEntry s{"vm-1", {1000, "vm@1.service"}, {{7, 4096, 15, false}, {8, 1, 0, true}}, false};
     m.sessions.push_back(s);
-    m.sessions.push_back(LuoSessionEntry{"vm-1", true, {0, ""}, {}});
+    m.sessions.push_back(LuoSessionEntry{"vm-1", {0, ""}, {}, true});
     return m;
 }
 

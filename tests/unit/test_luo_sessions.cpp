@@ -99,7 +99,7 @@ LuoManifest manifest_naming(const std::vector<std::string>& names) {
     m.release = "7.2-old";
     m.phases.reboot_syscall = 42;
     for (const auto& n : names)
-        m.sessions.push_back(LuoSessionEntry{n, false, {1000, "a.service"}, {{5, 3, 0, false}}});
+        m.sessions.push_back(LuoSessionEntry{n, {1000, "a.service"}, {{5, 3, 0, false}}, false});
     return m;
 }
 

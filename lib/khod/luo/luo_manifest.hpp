@@ -39,9 +39,9 @@ struct LuoFileEntry {
 
 struct LuoSessionEntry {
     std::string name;
-    bool incoming = false;  // from the previous kernel (luo-state lists both directions)
     LuoOwner owner;
     std::vector<LuoFileEntry> files;
+    bool incoming = false;  // from the previous kernel (luo-state lists both directions)
 };
 
 // Times of the live update's phases, microseconds of CLOCK_REALTIME (the one

@@ -122,7 +122,7 @@ void erase(std::vector<LuoSession>& list, const std::string& name) {
 }
 
 LuoSessionEntry entry_of(const LuoSession& s, bool incoming) {
-    return LuoSessionEntry{s.name, incoming, s.owner, s.files};
+    return LuoSessionEntry{s.name, s.owner, s.files, incoming};
 }
 
 }  // namespace
