@@ -9,12 +9,14 @@
 #include "khod/base/sysroot.hpp"
 #include "khod/kdump/kdump.hpp"
 #include "khod/kho/handover.hpp"
+#include "khod/luo/luo_kernel.hpp"
 
 namespace khod {
 
 struct Backends {
     std::unique_ptr<KexecBackend> kexec;
     std::unique_ptr<KdumpBackend> kdump;
+    std::unique_ptr<LuoKernel> luo;
 };
 
 // Whether this build carries the test backends.

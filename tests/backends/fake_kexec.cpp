@@ -25,6 +25,7 @@ Result<void> FakeKexecBackend::unload() {
 Result<void> FakeKexecBackend::reboot_into_loaded(bool via_systemd) {
     reboots.push_back(via_systemd);
     if (fail_reboot) return errno_error(*fail_reboot, "", "reboot (fake)");
+    if (before_reboot) return before_reboot();
     return {};
 }
 

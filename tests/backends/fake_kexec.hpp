@@ -4,6 +4,7 @@
 // records the calls. Refuses to run against the live system.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -25,6 +26,10 @@ public:
     std::optional<int> fail_unload;
     std::optional<int> fail_reboot;
     bool systemd_pid1 = false;
+    // What else the kernel's reboot(KEXEC) does first (FakeLuo::freeze, wired
+    // in src/khod/backends.cpp); its failure fails the reboot, as a failed
+    // LUO freeze does in the kernel.
+    std::function<Result<void>()> before_reboot;
 
     // What was asked.
     std::vector<HandoverTarget> loads;

@@ -1,5 +1,7 @@
 #include "khod/luo/liveupdate.hpp"
 
+#include "khod/kho/kho_records.hpp"
+
 namespace khod {
 
 LiveupdateStatus probe_liveupdate(const Sysroot& root, const Cmdline& cmdline) {
@@ -9,6 +11,15 @@ LiveupdateStatus probe_liveupdate(const Sysroot& root, const Cmdline& cmdline) {
     s.present = exists(dev);
     s.cmdline_value = cmdline.value("liveupdate");
     return s;
+}
+
+std::optional<std::uint64_t> incoming_liveupdate_number(const Sysroot& root) {
+    KernelPath path = root.debugfs("kho/in/sub_fdts/LUO");
+    auto bytes = read_file(path);
+    if (!bytes) return std::nullopt;
+    auto record = decode_luo_record(*bytes, path.kernel);
+    if (!record || !record->known) return std::nullopt;
+    return record->liveupdate_num;
 }
 
 }  // namespace khod

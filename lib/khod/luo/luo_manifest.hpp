@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -18,6 +19,11 @@ namespace khod {
 inline constexpr int luo_manifest_format = 1;
 inline constexpr const char* luo_manifest_session = "khod";
 inline constexpr std::uint64_t luo_manifest_token = 0;
+// Bounds decode_manifest() holds a manifest to (beyond LuoSessions' own caps,
+// so a manifest khod wrote always decodes): bytes, sessions, files per session.
+inline constexpr std::size_t luo_manifest_max_bytes = 32U << 20;
+inline constexpr std::size_t luo_manifest_max_sessions = 1024;
+inline constexpr std::size_t luo_manifest_max_files = 4096;
 
 struct LuoOwner {
     uid_t uid = 0;
@@ -35,6 +41,7 @@ struct LuoSessionEntry {
     std::string name;
     LuoOwner owner;
     std::vector<LuoFileEntry> files;
+    bool incoming = false;  // from the previous kernel (luo-state lists both directions)
 };
 
 // Times of the live update's phases, microseconds of CLOCK_REALTIME (the one

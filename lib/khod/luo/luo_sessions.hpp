@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,12 +43,12 @@ struct LuoSession {
 
 // What restore() found at start.
 struct LuoRecovery {
-    bool manifest_found = false;           // the previous kernel's khod left one
-    std::string previous_release;          // from the manifest
-    std::vector<std::string> held;         // incoming sessions now held for their owners
-    std::vector<std::string> missing;      // in the manifest, not in the kernel
-    std::vector<std::string> adopted;      // outgoing and incoming sessions back from the fd store
-    std::vector<Error> problems;           // each said in the journal; none stops khod
+    bool manifest_found = false;       // the previous kernel's khod left one
+    std::string previous_release;      // from the manifest
+    std::vector<std::string> held;     // incoming sessions now held for their owners
+    std::vector<std::string> missing;  // in the manifest, not in the kernel
+    std::vector<std::string> adopted;  // outgoing and incoming sessions back from the fd store
+    std::vector<Error> problems;       // each said in the journal; none stops khod
 };
 
 // Session names: 1-63 bytes of [A-Za-z0-9_.@+-] (the kernel takes any bytes;
@@ -93,6 +94,16 @@ public:
     }
 
 private:
+    using StateLookup = std::function<const LuoSessionEntry*(bool incoming, const std::string& name)>;
+    void notify(std::vector<std::string> what);
+    // Mirrors all held sessions as "luo-state" in the fd store.
+    void refresh_state();
+    Result<void, Failure> check_caps(uid_t uid) const;
+    void adopt_stored(std::vector<std::pair<std::string, UniqueFd>>& stored, LuoRecovery& rec);
+    void adopt_one(const std::string& fdname, UniqueFd fd, const StateLookup& lookup, LuoRecovery& rec);
+    std::optional<LuoManifest> take_manifest(LuoRecovery& rec);
+    void hold_from_manifest(const LuoManifest& m, LuoRecovery& rec);
+
     LuoKernel& kernel_;
     LuoFdStore& store_;
     std::string release_;
