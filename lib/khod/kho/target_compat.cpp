@@ -77,13 +77,23 @@ std::string missing_text(const CompatNeed& n) {
     return "has no " + n.producer + " (" + n.compatible + ")";
 }
 
+std::string dropped_name(const CompatNeed& n) {
+    switch (n.role) {
+        case CompatRole::kho_root: return "KHO";
+        case CompatRole::luo: return "LUO";
+        case CompatRole::file_handler: return "memfds";
+        case CompatRole::producer: break;
+    }
+    return n.producer;
+}
+
 Failure incompatible(const TargetCompatReport& r, const CarriedState& carried) {
     std::string reasons;
     std::vector<std::string> dropped;
     for (const CompatFinding& f : r.findings) {
         if (f.found) continue;
         reasons += (reasons.empty() ? "" : ", ") + missing_text(f.need);
-        dropped.push_back(f.need.producer.empty() ? f.need.compatible : f.need.producer);
+        dropped.push_back(dropped_name(f.need));
     }
     const std::string who = "target " + r.release.value_or(r.kernel);
     return Failure{Errc::target_incompatible,
@@ -224,8 +234,11 @@ nlohmann::json to_json(const TargetCompatReport& r) {
 
 std::string format_target_compat(const TargetCompatReport& r) {
     std::ostringstream o;
-    o << "target-compat  " << r.release.value_or(r.kernel) << ", " << to_string(r.payload.format)
-      << " payload, " << human_size(r.payload.decompressed) << " searched\n";
+    // The columns of format_preflight(), which it follows in khoctl check.
+    o << "target-compat " << (r.ok() ? "ok       " : "failed   ") << r.release.value_or(r.kernel) << ": "
+      << to_string(r.payload.format) << " payload, " << human_size(r.payload.decompressed) << " searched";
+    if (!r.payload.complete && r.ok()) o << " (stopped once every string was found)";
+    o << '\n';
     for (const CompatFinding& f : r.findings)
         o << "  " << (f.found ? "found    " : "MISSING  ") << f.need.compatible << "  ("
           << to_string(f.need.role) << (f.need.producer.empty() ? "" : " " + f.need.producer) << ")\n";
