@@ -1,18 +1,20 @@
 // khoctl check: the live update preflight, read-only. Says whether a target
-// kernel and initrd would load for a KHO kexec, and where each segment would go.
+// kernel and initrd would load for a KHO kexec, where each segment would go,
+// and whether it can take what this kernel hands over (the compat strings).
 #include <iostream>
 #include <memory>
 
 #include "commands.hpp"
 #include "khod/base/sysroot.hpp"
 #include "khod/kho/preflight.hpp"
+#include "khod/kho/target_compat.hpp"
 
 namespace khoctl {
 
 void add_check_commands(CLI::App& app, const GlobalOptions& global, Runner& selected) {
     struct CheckOptions {
         std::string kernel, initrd, append;
-        bool reuse = false, keep = false, no_mount = false;
+        bool reuse = false, keep = false, no_mount = false, memfds = false;
     };
     auto o = std::make_shared<CheckOptions>();
     CLI::App* cmd = app.add_subcommand(
@@ -25,6 +27,8 @@ void add_check_commands(CLI::App& app, const GlobalOptions& global, Runner& sele
         ->excludes(append);
     cmd->add_flag("--keep-cmdline", o->keep, "Do not add kho=on or the scratch parameter");
     cmd->add_flag("--no-mount", o->no_mount, "Do not mount debugfs when it is not mounted");
+    cmd->add_flag("--memfds", o->memfds,
+                  "Also require the memfd handler (memfd-v2), as khod does while memfds are preserved");
     cmd->callback([&global, &selected, o, append] {
         selected = [&global, o, append] {
             khod::Sysroot root(global.sysroot);
@@ -36,13 +40,25 @@ void add_check_commands(CLI::App& app, const GlobalOptions& global, Runner& sele
             req.cmdline.keep_kho = !o->keep;
             req.may_mount_debugfs = !o->no_mount;
             khod::PreflightReport report = khod::run_preflight(root, req);
-            if (global.json)
-                std::cout << khod::to_json(report).dump(2, ' ', false,
-                                                        nlohmann::json::error_handler_t::replace)
-                          << '\n';
-            else
+            // The compat strings come from kho/out: without KHO there is nothing to hand over.
+            std::optional<khod::TargetCompatReport> compat;
+            if (report.kho_active.value_or(false)) {
+                khod::CarriedState carried;
+                carried.memfds = o->memfds;
+                compat = khod::check_target_for_handover(root, o->kernel, carried);
+            }
+            if (global.json) {
+                nlohmann::json j = khod::to_json(report);
+                j["target_compat"] = compat ? khod::to_json(*compat) : nlohmann::json(nullptr);
+                std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+            } else {
                 std::cout << khod::format_preflight(report);
-            return report.ok() ? 0 : 1;
+                if (!compat)
+                    std::cout << "target-compat skipped  KHO is not active: nothing is handed over\n";
+                else if (std::cout << khod::format_target_compat(*compat); !compat->ok())
+                    std::cout << "\nthe target cannot take the handover\n";
+            }
+            return report.ok() && (!compat || compat->ok()) ? 0 : 1;
         };
     });
 }

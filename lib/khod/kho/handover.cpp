@@ -209,6 +209,11 @@ Result<void, Failure> Handover::prepare(HandoverTarget target) {
     if (hooks_.preflight) {
         if (auto r = hooks_.preflight(root_, target); !r) return done(fail(r.error().kind, r.error().error));
     }
+    if (hooks_.target_compat) {
+        const CarriedState carried = hooks_.carried ? hooks_.carried() : CarriedState{};
+        if (auto r = hooks_.target_compat(root_, target, carried); !r)
+            return done(fail(r.error().kind, r.error().error));
+    }
     target_ = std::move(target);
     state_ = HandoverState::prepared;
     if (auto r = save_record(); !r) {

@@ -16,6 +16,7 @@
 #include "khod/base/result.hpp"
 #include "khod/base/sysroot.hpp"
 #include "khod/kho/kho.hpp"
+#include "khod/kho/target_compat.hpp"
 
 namespace khod {
 
@@ -57,6 +58,15 @@ struct HandoverHooks {
     std::function<Result<void, Failure>(const Sysroot&, HandoverTarget&)> preflight;
     // Parses kho/out after finalize or load; the FDT decoder.
     std::function<Result<void, Failure>(const Sysroot&)> validate_out;
+    // What this kernel carries across the kexec (LUO sessions, their bytes,
+    // whether memfds are among them). khod sets it from its LUO broker; the
+    // default says nothing is carried, so only kho/out's own strings count.
+    std::function<CarriedState()> carried = [] { return CarriedState{}; };
+    // Runs after preflight, KHO being active: refuses a target that could not
+    // take the handover (Errc::target_incompatible); the target_compat
+    // module. Empty: not checked.
+    std::function<Result<void, Failure>(const Sysroot&, const HandoverTarget&, const CarriedState&)>
+        target_compat;
 };
 
 class Handover {

@@ -60,10 +60,18 @@ Result<void, Failure> validate_kho_out(const Sysroot& root) {
     return {};
 }
 
+Result<void, Failure> check_target_handover(const Sysroot& root, const HandoverTarget& target,
+                                            const CarriedState& carried) {
+    TargetCompatReport report = check_target_for_handover(root, target.kernel, carried);
+    if (report.failure) return *report.failure;
+    return {};
+}
+
 HandoverHooks standard_handover_hooks() {
     HandoverHooks hooks;
     hooks.preflight = preflight_target;
     hooks.validate_out = validate_kho_out;
+    hooks.target_compat = check_target_handover;
     return hooks;
 }
 

@@ -16,6 +16,11 @@ Result<void, Failure> preflight_target(const Sysroot& root, HandoverTarget& targ
 // finalize-ABI root must be complete.
 Result<void, Failure> validate_kho_out(const Sysroot& root);
 
+// Prepare's last check: the target must contain every compatible string this
+// kernel hands over (target_compat.hpp); Errc::target_incompatible otherwise.
+Result<void, Failure> check_target_handover(const Sysroot& root, const HandoverTarget& target,
+                                            const CarriedState& carried);
+
 HandoverHooks standard_handover_hooks();
 
 }  // namespace khod
