@@ -32,6 +32,8 @@ PRODUCT_BINARIES = {
     "khoctl": "src/khoctl/khoctl",
     "khod": "src/khod/khod",
     "kexec-load-probe": "tests/kexec-load-probe",  # test-only (tests/vm/kexec-load-probe.cpp)
+    "luo-pattern": "tests/luo-pattern",            # test-only (tests/vm/luo-pattern.cpp)
+    "fdstore-standin": "tests/fdstore-standin",    # test-only (tests/vm/fdstore-standin.cpp)
 }
 
 
