@@ -1,5 +1,7 @@
 #include "bus_client.hpp"
 
+#include <fcntl.h>
+
 #include <cstring>
 #include <iostream>
 
@@ -32,6 +34,20 @@ bool KhodClient::check(int r, sd_bus_error* error, const char* what, BusFailure&
     }
     failure = {name.empty() ? SD_BUS_ERROR_FAILED : name, message};
     return false;
+}
+
+khod::UniqueFd KhodClient::take_fd(sd_bus_message* reply, BusFailure& failure) {
+    int fd = -1;
+    int r = sd_bus_message_read_basic(reply, 'h', &fd);
+    khod::UniqueFd own(r > 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : -1);
+    int saved = errno;
+    sd_bus_message_unref(reply);
+    if (r <= 0)
+        failure = {SD_BUS_ERROR_INVALID_ARGS,
+                   std::string("malformed reply: no fd in it (") + std::strerror(r < 0 ? -r : EBADMSG) + ")"};
+    else if (!own.valid())
+        failure = {SD_BUS_ERROR_FAILED, std::string("duplicating the fd khod sent: ") + std::strerror(saved)};
+    return own;
 }
 
 namespace {
@@ -142,7 +158,7 @@ int show_after_call(KhodClient& client, const InterfaceView& view, bool json, co
                          .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
                   << '\n';
     } else {
-        std::cout << done << '\n';
+        if (*done) std::cout << done << '\n';
         view.print(props);
     }
     return 0;

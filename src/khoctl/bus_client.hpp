@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "khod/base/fd.hpp"
 #include "khod1-names.hpp"
 
 namespace khoctl {
@@ -30,12 +31,18 @@ public:
     template <class... Args>
     bool call(const char* interface, const char* method, BusFailure& failure, const char* signature,
               Args... args);
+    // Calls a method that returns one fd ("h"); the fd is ours (close-on-exec).
+    template <class... Args>
+    khod::UniqueFd call_for_fd(const char* interface, const char* method, BusFailure& failure,
+                               const char* signature, Args... args);
     // Every property of an interface as JSON (strings, numbers, arrays of structs as arrays).
     bool properties(const char* interface, nlohmann::json& out, BusFailure& failure);
 
 private:
     explicit KhodClient(sd_bus* bus) : bus_(bus) {}
     bool check(int r, sd_bus_error* error, const char* what, BusFailure& failure);
+    // Reads the reply's "h", duplicates it (the message owns its own), unrefs the reply.
+    static khod::UniqueFd take_fd(sd_bus_message* reply, BusFailure& failure);
     sd_bus* bus_;
 };
 
@@ -48,6 +55,19 @@ bool KhodClient::call(const char* interface, const char* method, BusFailure& fai
     bool ok = check(r, &error, method, failure);
     sd_bus_error_free(&error);
     return ok;
+}
+
+template <class... Args>
+khod::UniqueFd KhodClient::call_for_fd(const char* interface, const char* method, BusFailure& failure,
+                                       const char* signature, Args... args) {
+    sd_bus_error error = SD_BUS_ERROR_NULL;
+    sd_bus_message* reply = nullptr;
+    int r = sd_bus_call_method(bus_, khod1::bus_name, khod1::object_path, interface, method, &error, &reply,
+                               signature, args...);
+    bool ok = check(r, &error, method, failure);
+    sd_bus_error_free(&error);
+    if (!ok) return khod::UniqueFd();
+    return take_fd(reply, failure);
 }
 
 // Prints a failure (human or JSON) and returns the exit status 1.

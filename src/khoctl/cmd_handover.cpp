@@ -29,11 +29,23 @@ int call_and_show(const GlobalOptions& global, const char* method, const char* d
     return khoctl::call_and_show(handover_view, global.json, method, done, signature, args...);
 }
 
+// Says who khod will wait for before the reboot (the barrier's inhibitors).
+void print_inhibitors(KhodClient& client) {
+    BusFailure ignored;
+    nlohmann::json props;
+    if (!client.properties(khod1::liveupdate_interface, props, ignored)) return;
+    for (const auto& i : props.value("Inhibitors", nlohmann::json::array()))
+        if (i.is_array() && i.size() == 4)
+            std::cout << "waiting for inhibitor " << i[0].get<std::string>() << " ("
+                      << i[1].get<std::string>() << "), pid " << i[3] << '\n';
+}
+
 // Exec shows no state afterwards: khod may already be gone with the old kernel.
 int exec_target(const GlobalOptions& global, std::uint64_t flags) {
     BusFailure failure;
     auto client = KhodClient::connect(failure);
     if (!client) return report_failure(failure, global.json);
+    if (!global.json) print_inhibitors(*client);
     if (!client->call(khod1::handover_interface, "Exec", failure, "t", flags))
         return report_failure(failure, global.json);
     if (global.json)
@@ -82,10 +94,12 @@ void add_handover_commands(CLI::App& app, const GlobalOptions& global, Runner& s
 
     auto force = std::make_shared<bool>(false);
     CLI::App* exec = app.add_subcommand("exec", "Reboot into the loaded target (khod)");
-    exec->add_flag("--force", *force, "Call reboot(2) directly even when systemd is PID 1");
+    exec->add_flag("--force", *force,
+                   "Call reboot(2) directly even when systemd is PID 1, and go on although held LUO "
+                   "sessions could not reach the target");
     exec->callback([&global, &selected, force] {
         selected = [&global, force] {
-            std::uint64_t flags = *force ? khod1::exec_force : 0;
+            std::uint64_t flags = *force ? (khod1::exec_force | khod1::exec_drop_sessions) : 0;
             return exec_target(global, flags);
         };
     });

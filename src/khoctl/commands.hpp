@@ -24,5 +24,6 @@ void add_handover_commands(CLI::App& app, const GlobalOptions& global, Runner& s
 void add_scratch_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 void add_check_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 void add_kdump_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
+void add_luo_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 
 }  // namespace khoctl

@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
     khoctl::add_scratch_commands(app, global, selected);
     khoctl::add_check_commands(app, global, selected);
     khoctl::add_kdump_commands(app, global, selected);
+    khoctl::add_luo_commands(app, global, selected);
 
     try {
         app.parse(argc, argv);

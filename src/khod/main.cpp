@@ -136,6 +136,11 @@ int run(const Options& options) {
     log_luo_recovery(sessions.restore(khod::take_stored_fds()), fd_store.available());
 
     khod::HandoverHooks hooks = khod::standard_handover_hooks();
+    // The target check must know what a wrong kernel would drop.
+    hooks.carried = [&sessions] {
+        return khod::CarriedState{sessions.outgoing().size(), sessions.outgoing_bytes(),
+                                  !sessions.outgoing().empty()};
+    };
     khod::Handover handover(root, *backends->kexec, runtime_dir, std::move(hooks));
     handover.recover();
     khod::log(LOG_INFO, "handover state %s (rebuilt from the kernel and %s)",

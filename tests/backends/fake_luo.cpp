@@ -2,7 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/magic.h>
-#include <poll.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -49,6 +49,34 @@ FakeLuo::FakeLuo(const Sysroot& root) : root_(root) {
         for (const auto& file : std::filesystem::directory_iterator(session.path(), ec))
             if (auto t = token_of(file.path().filename().string())) files[*t] = slurp(file.path());
     }
+    load_live();
+}
+
+// Someone holds a copy of the session fd: its shared lock blocks ours.
+bool FakeLuo::held(const std::filesystem::path& path) {
+    UniqueFd probe(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!probe.valid()) return false;
+    if (::flock(probe.get(), LOCK_EX | LOCK_NB) == 0) return false;
+    return errno == EWOULDBLOCK;
+}
+
+void FakeLuo::load_live() {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir("live"), ec)) {
+        std::string file = entry.path().filename().string();
+        bool out = file.rfind("out-", 0) == 0, in = file.rfind("in-", 0) == 0;
+        if (!entry.is_regular_file() || (!out && !in)) continue;
+        if (!held(entry.path())) continue;  // pruned below
+        struct stat st {};
+        if (::stat(entry.path().c_str(), &st) != 0) continue;
+        Session s{file.substr(out ? 4 : 3), in, false, entry.path(), st.st_ino, {}};
+        for (const auto& f : std::filesystem::directory_iterator(entry.path().string() + ".d", ec))
+            if (auto t = token_of(f.path().filename().string()))
+                if (auto copy = sealed_memfd("fake-luo-" + s.name, slurp(f.path())))
+                    s.files.emplace(*t, std::move(*copy));
+        sessions_.push_back(std::move(s));
+    }
+    prune();
 }
 
 std::filesystem::path FakeLuo::dir(const std::string& rel) const {
@@ -71,31 +99,36 @@ void FakeLuo::drop_incoming(const std::string& name) {
 // Sessions whose fds are all closed: outgoing ones are unpreserved, retrieved
 // incoming ones finished, as the kernel does on the last close.
 void FakeLuo::prune() {
-    auto closed = [](const Session& s) {
-        pollfd p{s.watch.get(), POLLIN, 0};
-        return ::poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
-    };
-    for (Session& s : sessions_)
-        if (s.incoming && !s.finished && closed(s)) drop_incoming(s.name);
+    auto closed = [](const Session& s) { return !held(s.path); };
+    std::error_code ec;
+    for (Session& s : sessions_) {
+        if (!closed(s)) continue;
+        if (s.incoming && !s.finished) drop_incoming(s.name);
+        std::filesystem::remove_all(s.path.string() + ".d", ec);
+        std::filesystem::remove(s.path, ec);
+    }
     sessions_.erase(std::remove_if(sessions_.begin(), sessions_.end(), closed), sessions_.end());
 }
 
 Result<UniqueFd> FakeLuo::new_session(const std::string& name, bool incoming) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) return errno_error(errno, name, "pipe2 (fake LUO session)");
-    UniqueFd read_end(fds[0]);
-    UniqueFd write_end(fds[1]);
+    std::error_code ec;
+    std::filesystem::create_directories(dir("live"), ec);
+    auto path = dir(std::string("live/") + (incoming ? "in-" : "out-") + name);
+    std::filesystem::remove_all(path.string() + ".d", ec);
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd.valid()) return errno_error(errno, path.string(), "open (fake LUO session)");
+    if (::flock(fd.get(), LOCK_SH) != 0) return errno_error(errno, path.string(), "flock (fake LUO session)");
     struct stat st {};
-    if (::fstat(fds[1], &st) != 0) return errno_error(errno, name, "fstat (fake LUO session)");
-    sessions_.push_back(Session{name, incoming, false, std::move(read_end), st.st_ino, {}});
-    return write_end;
+    if (::fstat(fd.get(), &st) != 0) return errno_error(errno, path.string(), "fstat (fake LUO session)");
+    sessions_.push_back(Session{name, incoming, false, path, st.st_ino, {}});
+    return fd;
 }
 
 FakeLuo::Session* FakeLuo::lookup(int session_fd) {
     struct stat st {};
     if (::fstat(session_fd, &st) != 0) return nullptr;
     for (Session& s : sessions_)
-        if (S_ISFIFO(st.st_mode) && s.ino == st.st_ino) return &s;
+        if (S_ISREG(st.st_mode) && s.ino == st.st_ino) return &s;
     return nullptr;
 }
 
@@ -146,6 +179,11 @@ Result<void> FakeLuo::preserve_fd(int session_fd, std::uint64_t token, int fd) {
     if (auto ok = check_preservable(fd); !ok) return ok;
     UniqueFd copy(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
     if (!copy.valid()) return fake_error(errno, "PRESERVE_FD");
+    auto bytes = read_whole(copy.get(), std::size_t{1} << 30);
+    if (!bytes) return bytes.error();
+    std::error_code ec;
+    std::filesystem::create_directories(s->path.string() + ".d", ec);
+    std::ofstream(s->path.string() + ".d/" + std::to_string(token), std::ios::binary) << *bytes;
     s->files.emplace(token, std::move(copy));
     return {};
 }

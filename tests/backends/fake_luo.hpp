@@ -8,8 +8,12 @@
 //       restarts khod to simulate the live update;
 //   <sysroot>/fake-luo/busy  every open of the device fails with EBUSY;
 //   <sysroot>/fake-luo/lost  every open fails with EIO (incoming data lost).
-// A session fd is the write end of a pipe whose read end the fake keeps: it
-// sees every copy of the session fd closed (POLLHUP), as the kernel would.
+//   <sysroot>/fake-luo/live/{out,in}-<session>  the kernel's live sessions: a
+//       session fd is an open file description of that file holding a shared
+//       flock, so every dup (khod's, the fd store's) keeps it locked and the
+//       fake sees the last close, as the kernel would, across khod restarts;
+//       live/out-<session>.d/<token> keeps what was preserved into it, so a
+//       restarted khod's fake finds the session again.
 #pragma once
 
 #include <sys/types.h>
@@ -47,15 +51,18 @@ private:
         std::string name;
         bool incoming = false;
         bool finished = false;
-        UniqueFd watch;                           // the pipe's read end
-        ino_t ino = 0;                            // the pipe's inode: identifies copies of the session fd
-        std::map<std::uint64_t, UniqueFd> files;  // outgoing: dups of the preserved fds
+        std::filesystem::path path;  // live/{out,in}-<name>
+        ino_t ino = 0;               // path's inode: identifies copies of the session fd
+        std::map<std::uint64_t, UniqueFd>
+            files;  // outgoing: dups of the preserved fds (or copies after a restart)
     };
 
     Result<void> open_device() const;
     Result<UniqueFd> new_session(const std::string& name, bool incoming);
     Session* lookup(int session_fd);
     void prune();
+    void load_live();  // sessions a previous khod left open (fd store)
+    static bool held(const std::filesystem::path& path);
     void drop_incoming(const std::string& name);
     Result<void> check_preservable(int fd) const;
     std::filesystem::path dir(const std::string& rel) const;

@@ -40,6 +40,7 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Config
 class PrivateBus:
     def __init__(self):
         self.dir = Path(tempfile.mkdtemp(prefix="khod-bus-"))
+        self.dir.chmod(0o755)  # callers with other uids (setpriv) must reach the socket
         self.socket = self.dir / "system_bus_socket"
         config = self.dir / "bus.conf"
         config.write_text(BUS_CONFIG.format(socket=self.socket))

@@ -1,6 +1,7 @@
 """khod's org.kexec.khod1.LiveUpdate on a private bus, over the fake LUO.
 
-Sessions created, preserved into (memfds passed with busctl and khoctl),
+Sessions created (busctl), preserved into (memfds passed through khoctl:
+busctl cannot send an "h" argument),
 owner checks, the names and errors, the fd store across a SIGKILL, the
 barrier before Exec, and a whole "kexec" through the fake: the outgoing
 sessions and khod's manifest frozen into the fixture tree become the next
@@ -35,6 +36,7 @@ class FdStore:
     def __init__(self, path: Path):
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        path.unlink(missing_ok=True)
         self.sock.bind(str(path))
         self.fds = []  # (name, fd)
         self.ready = threading.Event()
@@ -152,10 +154,16 @@ class LiveUpdateBusTest(KhodBusTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         return json.loads(r.stdout)["data"]
 
-    def preserve(self, session, token, data, **kw):
+    def preserve_fd(self, session, token, fd, user=None):
+        cmd = [str(BUILDDIR / "src/khoctl/khoctl"), "luo", "preserve", session, str(token), "--fd", str(fd)]
+        if user is not None:
+            cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30, pass_fds=(fd,), env=self.bus.env)
+
+    def preserve(self, session, token, data, user=None):
         fd = memfd_with(data)
         try:
-            return self.call("Preserve", "sth", session, token, fd, pass_fds=(fd,), **kw)
+            return self.preserve_fd(session, token, fd, user=user)
         finally:
             os.close(fd)
 
@@ -191,6 +199,7 @@ class Sessions(LiveUpdateBusTest):
             self.assertRefused(r, reserved)
         self.assertEqual(self.call("CreateSession", "s", "x" * 63).returncode, 0)
         self.assertEqual(self.call("CreateSession", "s", "vm1").returncode, 0)
+        self.assertEqual(self.ctl("luo", "create", "made-by-khoctl")[0], 0)
         rc, doc = self.ctl("luo", "preserve", "made-by-khoctl", "1", str(KERNEL))
         self.assertEqual(rc, 0, doc)
         r = self.khod.dbus_send(IFACE, "CreateSession", "string:vm1")
@@ -203,7 +212,7 @@ class Sessions(LiveUpdateBusTest):
     def test_an_ordinary_file_cannot_be_preserved(self):
         self.assertEqual(self.call("CreateSession", "s", "vm1").returncode, 0)
         with open(KERNEL, "rb") as f:
-            r = self.call("Preserve", "sth", "vm1", 1, f.fileno(), pass_fds=(f.fileno(),))
+            r = self.preserve_fd("vm1", 1, f.fileno())
         self.assertRefused(r, "memfd")
         self.assertEqual(self.prop("Outgoing")[0][3], [])
 
@@ -256,8 +265,11 @@ class Barrier(LiveUpdateBusTest):
         self.stage()
         holder = subprocess.Popen([str(BUILDDIR / "src/khoctl/khoctl"), "luo", "inhibit", "--who", "vmm",
                                    "--why", "pause vCPUs", "--", "sh", "-c",
+                                   # dbus-monitor outlives a grep -q reading it: watch its output instead.
                                    "dbus-monitor --address \"$DBUS_SYSTEM_BUS_ADDRESS\" "
-                                   "\"type='signal',member='PrepareForKexec'\" | grep -q 'boolean true'; sleep 2"],
+                                   "\"type='signal',member='PrepareForKexec'\" > \"$0\" & m=$!; "
+                                   "until grep -q 'boolean true' \"$0\"; do sleep 0.05; done; kill $m; sleep 2",
+                                   str(self.khod.dir / "monitor.log")],
                                   env=self.bus.env)
         deadline = time.monotonic() + 10
         while not self.prop("Inhibitors") and time.monotonic() < deadline:
