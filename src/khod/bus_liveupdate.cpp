@@ -36,19 +36,25 @@ struct Caller {
 
 // The bus's word for who called: the uid dbus-daemon saw at connect, not
 // one the caller claims. The pid and unit are only for display.
+// The uid comes from the bus (not /proc, which a pid reuse could fool); the
+// unit is best effort: without cgroupfs (a busybox guest) sd-bus gives
+// ENOMEDIUM for it, and a caller with no unit is still a caller.
 int caller_of(sd_bus_message* m, Caller& caller) {
     sd_bus_creds* raw = nullptr;
-    int r = sd_bus_query_sender_creds(
-        m, SD_BUS_CREDS_UID | SD_BUS_CREDS_EUID | SD_BUS_CREDS_PID | SD_BUS_CREDS_UNIT | SD_BUS_CREDS_AUGMENT,
-        &raw);
+    int r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_UID | SD_BUS_CREDS_EUID | SD_BUS_CREDS_PID, &raw);
     if (r < 0) return r;
     std::unique_ptr<sd_bus_creds, decltype(&sd_bus_creds_unref)> creds(raw, &sd_bus_creds_unref);
     if ((r = sd_bus_creds_get_euid(creds.get(), &caller.uid)) < 0 &&
         (r = sd_bus_creds_get_uid(creds.get(), &caller.uid)) < 0)
         return r;
     (void)sd_bus_creds_get_pid(creds.get(), &caller.pid);
-    const char* unit = nullptr;
-    if (sd_bus_creds_get_unit(creds.get(), &unit) >= 0 && unit) caller.unit = unit;
+    sd_bus_creds* with_unit = nullptr;
+    if (sd_bus_query_sender_creds(m, SD_BUS_CREDS_UNIT | SD_BUS_CREDS_AUGMENT, &with_unit) >= 0) {
+        std::unique_ptr<sd_bus_creds, decltype(&sd_bus_creds_unref)> unit_creds(with_unit,
+                                                                                &sd_bus_creds_unref);
+        const char* unit = nullptr;
+        if (sd_bus_creds_get_unit(unit_creds.get(), &unit) >= 0 && unit) caller.unit = unit;
+    }
     return 0;
 }
 
@@ -56,8 +62,9 @@ int append_files(sd_bus_message* m, const std::vector<LuoFileEntry>& files, bool
     int r = sd_bus_message_open_container(m, 'a', incoming ? "(ttub)" : "(ttu)");
     for (std::size_t i = 0; r >= 0 && i < files.size(); ++i) {
         const LuoFileEntry& f = files[i];
-        r = incoming ? sd_bus_message_append(m, "(ttub)", f.token, f.size, f.seals, static_cast<int>(f.retrieved))
-                     : sd_bus_message_append(m, "(ttu)", f.token, f.size, f.seals);
+        r = incoming
+                ? sd_bus_message_append(m, "(ttub)", f.token, f.size, f.seals, static_cast<int>(f.retrieved))
+                : sd_bus_message_append(m, "(ttu)", f.token, f.size, f.seals);
     }
     return r < 0 ? r : sd_bus_message_close_container(m);
 }
@@ -78,7 +85,8 @@ int append_sessions(sd_bus_message* m, const std::vector<LuoSession>& sessions, 
 }
 
 std::string held_summary(const LuoSessions& sessions) {
-    return std::to_string(sessions.outgoing().size()) + " session(s), " + human_size(sessions.outgoing_bytes());
+    return std::to_string(sessions.outgoing().size()) + " session(s), " +
+           human_size(sessions.outgoing_bytes());
 }
 
 }  // namespace
@@ -103,8 +111,8 @@ struct LiveUpdateObject::Properties {
         int r = sd_bus_message_open_container(m, 'a', "(ssuu)");
         for (const Inhibitor& i : o.barrier_->held()) {
             if (r < 0) break;
-            r = sd_bus_message_append(m, "(ssuu)", i.who.c_str(), i.why.c_str(), static_cast<std::uint32_t>(i.uid),
-                                      static_cast<std::uint32_t>(i.pid));
+            r = sd_bus_message_append(m, "(ssuu)", i.who.c_str(), i.why.c_str(),
+                                      static_cast<std::uint32_t>(i.uid), static_cast<std::uint32_t>(i.pid));
         }
         return r < 0 ? r : sd_bus_message_close_container(m);
     }
@@ -116,12 +124,13 @@ struct LiveUpdateObject::Properties {
 
 int LiveUpdateObject::Properties::last_update_phases(const LiveUpdateObject& o, sd_bus_message* m) {
     int r = sd_bus_message_open_container(m, 'a', "(st)");
-    if (r < 0 || o.sessions_->previous_release().empty()) return r < 0 ? r : sd_bus_message_close_container(m);
+    if (r < 0 || o.sessions_->previous_release().empty())
+        return r < 0 ? r : sd_bus_message_close_container(m);
     const LuoPhases& p = o.sessions_->previous_phases();
     const std::pair<const char*, std::uint64_t> phases[] = {
-        {"exec-requested", p.exec_requested},   {"inhibitors-released", p.inhibitors_released},
-        {"reboot-syscall", p.reboot_syscall},   {"kernel-start", o.kernel_start_usec_},
-        {"khod-ready", o.ready_usec_},          {"first-retrieve", o.first_retrieve_usec_},
+        {"exec-requested", p.exec_requested}, {"inhibitors-released", p.inhibitors_released},
+        {"reboot-syscall", p.reboot_syscall}, {"kernel-start", o.kernel_start_usec_},
+        {"khod-ready", o.ready_usec_},        {"first-retrieve", o.first_retrieve_usec_},
     };
     for (const auto& [name, usec] : phases)
         if (r >= 0) r = sd_bus_message_append(m, "(st)", name, usec);
@@ -156,7 +165,9 @@ struct LiveUpdateObject::Methods {
         int r = sd_bus_message_read(m, "sth", &session, &token, &fd);
         if (r < 0 || (r = caller_of(m, caller)) < 0) return r;
         auto preserved = self(userdata).sessions_->preserve(session, token, fd, caller.uid);
-        if (preserved) log(LOG_INFO, "session %s: token %llu preserved", session, static_cast<unsigned long long>(token));
+        if (preserved)
+            log(LOG_INFO, "session %s: token %llu preserved", session,
+                static_cast<unsigned long long>(token));
         return reply(m, error, preserved);
     }
 
@@ -183,8 +194,8 @@ struct LiveUpdateObject::Methods {
             o.first_retrieve_usec_ = clock_usec(CLOCK_REALTIME);
             o.emit_changed({"LastUpdatePhases"});
         }
-        log(LOG_INFO, "session %s: token %llu retrieved by uid %u", session, static_cast<unsigned long long>(token),
-            static_cast<unsigned>(caller.uid));
+        log(LOG_INFO, "session %s: token %llu retrieved by uid %u", session,
+            static_cast<unsigned long long>(token), static_cast<unsigned>(caller.uid));
         return sd_bus_reply_method_return(m, "h", fd->get());
     }
 
@@ -213,7 +224,8 @@ struct LiveUpdateObject::Methods {
 // The members, in the order of dbus/org.kexec.khod1.LiveUpdate.xml.
 const sd_bus_vtable LiveUpdateObject::vtable_[] = {
     SD_BUS_VTABLE_START(0),
-    SD_BUS_PROPERTY("Enabled", "b", Properties::get<Properties::enabled>, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("Enabled", "b", Properties::get<Properties::enabled>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_PROPERTY("LiveUpdateNumber", "t", Properties::get<Properties::liveupdate_number>, 0,
                     SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_PROPERTY("Outgoing", "a(susa(ttu))", Properties::get<Properties::outgoing>, 0,
@@ -251,11 +263,14 @@ LiveUpdateObject::LiveUpdateObject(sd_bus* bus, sd_event* event, const Sysroot* 
       barrier_(barrier),
       config_(config),
       kernel_start_usec_(boot_realtime_usec()) {
-    if (sessions_) sessions_->on_change([this](const std::vector<std::string>& changed) { emit_changed(changed); });
+    if (sessions_)
+        sessions_->on_change([this](const std::vector<std::string>& changed) { emit_changed(changed); });
     if (barrier_) barrier_->on_change([this] { emit_changed({"Inhibitors"}); });
 }
 
-int LiveUpdateObject::attach() { return add_interface(bus_, slot_, khod1::liveupdate_interface, vtable_, this); }
+int LiveUpdateObject::attach() {
+    return add_interface(bus_, slot_, khod1::liveupdate_interface, vtable_, this);
+}
 
 void LiveUpdateObject::emit_changed(const std::vector<std::string>& properties) {
     emit_properties_changed(bus_, khod1::liveupdate_interface, properties);
@@ -264,14 +279,17 @@ void LiveUpdateObject::emit_changed(const std::vector<std::string>& properties) 
 void LiveUpdateObject::emit_prepare_for_kexec(bool start) {
     int r = sd_bus_emit_signal(bus_, khod1::object_path, khod1::liveupdate_interface, "PrepareForKexec", "b",
                                static_cast<int>(start));
-    if (r < 0) log(LOG_WARNING, "Failed to emit PrepareForKexec(%s): %s", start ? "true" : "false", std::strerror(-r));
+    if (r < 0)
+        log(LOG_WARNING, "Failed to emit PrepareForKexec(%s): %s", start ? "true" : "false",
+            std::strerror(-r));
     sd_bus_flush(bus_);
 }
 
 void LiveUpdateObject::mark_ready() {
     ready_usec_ = clock_usec(CLOCK_REALTIME);
     for (const LuoSession& s : sessions_->incoming())
-        log(LOG_NOTICE, "holding incoming session %s for uid %u%s%s (%zu file(s)) until it is retrieved and finished",
+        log(LOG_NOTICE,
+            "holding incoming session %s for uid %u%s%s (%zu file(s)) until it is retrieved and finished",
             s.name.c_str(), static_cast<unsigned>(s.owner.uid), s.owner.unit.empty() ? "" : ", unit ",
             s.owner.unit.c_str(), s.files.size());
     arm_retrieve_timeout();
@@ -295,7 +313,8 @@ int LiveUpdateObject::on_retrieve_timeout(sd_event_source* /*source*/, uint64_t 
     auto* self = static_cast<LiveUpdateObject*>(userdata);
     return guarded_event("RetrieveTimeoutSec", [self] {
         for (const std::string& name : self->sessions_->finish_all_incoming())
-            log(LOG_WARNING, "incoming session %s released: its owner did not finish it within RetrieveTimeoutSec=",
+            log(LOG_WARNING,
+                "incoming session %s released: its owner did not finish it within RetrieveTimeoutSec=",
                 name.c_str());
         return 0;
     });
@@ -306,14 +325,17 @@ Result<std::uint64_t, Failure> LiveUpdateObject::check_exec(std::uint64_t flags,
     if (!sessions_ || sessions_->outgoing().empty() || (flags & exec_drop_sessions)) return flags;
     const std::string held = held_summary(*sessions_);
     auto refuse = [&](const std::string& why) {
-        return Failure{Errc::preflight_failed,
-                       plain_error("", held + " are held but " + why +
-                                           ": the reboot would drop them (khoctl exec --force goes on anyway)")};
+        return Failure{
+            Errc::preflight_failed,
+            plain_error("", held + " are held but " + why +
+                                ": the reboot would drop them (khoctl exec --force goes on anyway)")};
     };
-    if (!exists(root_->dev("liveupdate"))) return refuse("this kernel has no /dev/liveupdate (liveupdate= is off)");
+    if (!exists(root_->dev("liveupdate")))
+        return refuse("this kernel has no /dev/liveupdate (liveupdate= is off)");
     const auto value = Cmdline::parse(target.cmdline).value("liveupdate");
     if (!value || !kstrtobool(*value).value_or(false))
-        return refuse("the staged command line has no liveupdate=on, so the next kernel would not restore them");
+        return refuse(
+            "the staged command line has no liveupdate=on, so the next kernel would not restore them");
     if (!(flags & exec_force))
         log(LOG_NOTICE, "%s are held: rebooting directly, since kexec.target would stop khod and close them",
             held.c_str());
@@ -324,14 +346,16 @@ void LiveUpdateObject::before_reboot(std::function<void(const Result<void, Failu
     exec_phases_ = LuoPhases{};
     exec_phases_.exec_requested = clock_usec(CLOCK_REALTIME);
     emit_prepare_for_kexec(true);
-    auto waited = barrier_->wait(config_.inhibit_delay_max, [this, then](const std::vector<Inhibitor>& /*late*/) {
-        exec_phases_.inhibitors_released = clock_usec(CLOCK_REALTIME);
-        if (sessions_->outgoing().empty()) return then({});
-        exec_phases_.reboot_syscall = clock_usec(CLOCK_REALTIME);
-        auto written = sessions_->write_manifest(exec_phases_);
-        if (written) log(LOG_NOTICE, "manifest written to LUO session khod: %s", held_summary(*sessions_).c_str());
-        then(written);
-    });
+    auto waited =
+        barrier_->wait(config_.inhibit_delay_max, [this, then](const std::vector<Inhibitor>& /*late*/) {
+            exec_phases_.inhibitors_released = clock_usec(CLOCK_REALTIME);
+            if (sessions_->outgoing().empty()) return then({});
+            exec_phases_.reboot_syscall = clock_usec(CLOCK_REALTIME);
+            auto written = sessions_->write_manifest(exec_phases_);
+            if (written)
+                log(LOG_NOTICE, "manifest written to LUO session khod: %s", held_summary(*sessions_).c_str());
+            then(written);
+        });
     if (!waited) then(waited);
 }
 

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "backends/fake_luo.hpp"
+#include "khod/luo/liveupdate.hpp"
 #include "khod/luo/luo_sessions.hpp"
 #include "khod/luo/memfd.hpp"
 #include "tree.hpp"
@@ -358,4 +359,14 @@ TEST(LuoLiveUpdate, ThroughTheFakeKernel) {
     EXPECT_FALSE(std::filesystem::exists(tree.root() / "fake-luo/incoming/vm"));
     tree.write("fake-luo/busy", "");
     EXPECT_EQ(sessions.create("x", {0, ""}).error().kind, Errc::busy);
+}
+
+// Captured from the real 7.2.13: a cold boot's kho/out LUO record says 1, the
+// next boot's 2, and the incoming record is reused memory by then.
+TEST(LiveUpdateNumber, FromTheOutgoingRecordOnceTheIncomingOneIsFreed) {
+    EXPECT_EQ(incoming_liveupdate_number(Sysroot(test::fixture("vm-7.2-kho"))),
+              std::optional<std::uint64_t>(0));
+    EXPECT_EQ(incoming_liveupdate_number(Sysroot(test::fixture("vm-7.2-kho-in"))),
+              std::optional<std::uint64_t>(1));
+    EXPECT_EQ(incoming_liveupdate_number(Sysroot(test::fixture("vm-7.2-nokho"))), std::nullopt);
 }

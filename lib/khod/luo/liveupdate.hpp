@@ -18,11 +18,13 @@ struct LiveupdateStatus {
 
 LiveupdateStatus probe_liveupdate(const Sysroot& root, const Cmdline& cmdline);
 
-// liveupdate_num of the incoming LUO record (debugfs kho/in/sub_fdts/LUO,
-// decoded by decode_luo_record): how many live updates led to this boot.
-// Nothing when debugfs is not mounted, there is no incoming record (a cold
-// boot), or the bytes are no longer a luo-v5 record: the kernel frees the
-// record once it has parsed it, so later reads may see reused memory.
+// How many live updates led to this boot: liveupdate_num of the incoming
+// LUO record (debugfs kho/in/sub_fdts/LUO, decoded by decode_luo_record).
+// The kernel frees that record once it has parsed it at boot, so its bytes
+// are usually reused memory by the time khod reads them; then the outgoing
+// record's number (kho/out/sub_fdts/LUO, which the kernel sets to this
+// boot's plus one: 1 after a cold boot, 2 after one live update) says it.
+// Nothing when debugfs is not mounted or neither record reads as luo-v5.
 std::optional<std::uint64_t> incoming_liveupdate_number(const Sysroot& root);
 
 }  // namespace khod

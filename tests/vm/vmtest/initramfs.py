@@ -179,8 +179,10 @@ def pack_cpio_gz(root: Path) -> bytes:
 def make_initramfs(*, kernel: Path, workdir: Path, guest_script: str,
                    builddir: Optional[Path] = None, binaries: Iterable[str] = (),
                    host_binaries: Iterable[str] = (), files: Optional[dict] = None,
-                   include_boot: bool = False) -> Path:
-    """Builds <workdir>/initrd.gz for a guest script; returns its path."""
+                   include_boot: bool = False, next_kernel: Optional[Path] = None) -> Path:
+    """Builds <workdir>/initrd.gz for a guest script; returns its path.
+    next_kernel (with include_boot) goes in as /boot/next/bzImage: a live
+    update into another kernel."""
     ir = Initramfs()
     busybox = shutil.which("busybox") or "/usr/bin/busybox"
     if not Path(busybox).is_file():
@@ -195,8 +197,8 @@ def make_initramfs(*, kernel: Path, workdir: Path, guest_script: str,
         ir.add_binary(Path(hb), str(hb))
     for host, guest in (files or {}).items():
         ir.add_tree(Path(host), guest)
-    ir.add_data("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
-    ir.add_data("/etc/group", "root:x:0:\n")
+    ir.add_data("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n")
+    ir.add_data("/etc/group", "root:x:0:\nnogroup:x:65534:\n")
     extra_dirs = sorted(d for d in ir.lib_dirs if d not in LOADER_DEFAULT_DIRS)
     ld_line = f"export LD_LIBRARY_PATH={':'.join(extra_dirs)}" if extra_dirs else ""
     ir.add_data("/init", guest_program("init.sh").replace("@LD_LIBRARY_PATH@", ld_line), 0o755)
@@ -211,6 +213,8 @@ def make_initramfs(*, kernel: Path, workdir: Path, guest_script: str,
         # the kernel unpacks concatenated (compressed) cpio archives in order.
         boot = Initramfs()
         boot.add_file(kernel, "/boot/bzImage", 0o644)
+        if next_kernel is not None:
+            boot.add_file(next_kernel, "/boot/next/bzImage", 0o644)
         boot.add_data("/boot/initrd.gz", base)
         boot_root = workdir / "initramfs-boot"
         if boot_root.exists():

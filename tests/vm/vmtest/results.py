@@ -130,6 +130,9 @@ class Result:
     #: what `uname -r`, khoctl and the KHO metadata of its boots must report.
     kernel: Path
     kernel_release: str
+    #: NEXT_KERNEL's image and release: what boots after the first must run.
+    next_kernel: Optional[Path] = None
+    next_release: Optional[str] = None
 
     def tail(self, n: int = TAIL_LINES) -> str:
         return tail_lines(self.console, n)
@@ -180,9 +183,11 @@ def generic_checks(result: Result, boots: Optional[int], expect_exit: Optional[i
     expect(result.markers_of("boot"), "the guest never reached /init (no 'KHOD-VM: boot' line)")
     for m in result.markers_of("boot"):
         booted = m.payload.split()[1:2]
-        expect(booted == [result.kernel_release],
-               f"boot {m.boot} ran {' '.join(booted) or 'an unnamed kernel'}, not the image under test "
-               f"({result.kernel}, {result.kernel_release})")
+        later = m.boot > 1 and result.next_release is not None
+        want, image = (result.next_release, result.next_kernel) if later else (result.kernel_release, result.kernel)
+        expect(booted == [want],
+               f"boot {m.boot} ran {' '.join(booted) or 'an unnamed kernel'}, not "
+               f"{'NEXT_KERNEL' if later else 'the image under test'} ({image}, {want})")
     if boots is not None:
         expect(result.boots == boots, f"expected {boots} boot(s), saw {result.boots}")
     exits = [e for e in result.exit_codes() if e[0] == result.boots]

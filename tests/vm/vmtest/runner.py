@@ -72,7 +72,7 @@ class Outcome:
 
 def run_guest(*, name: str, workdir: Path, kernel: Path, append: str, guest_script: str,
               builddir: Optional[Path] = None, binaries=(), host_binaries=(), files=None,
-              include_boot=False, memory=DEFAULT_MEMORY, smp=DEFAULT_SMP, numa=(),
+              include_boot=False, next_kernel: Optional[Path] = None, memory=DEFAULT_MEMORY, smp=DEFAULT_SMP, numa=(),
               qemu_args=(), boot_timeout=DEFAULT_BOOT_TIMEOUT, total_timeout=None,
               host: Optional[Callable[[VM], None]] = None) -> tuple[Result, Optional[BaseException], str]:
     """Builds the initramfs, boots, drives and collects. Never raises for VM trouble:
@@ -80,9 +80,10 @@ def run_guest(*, name: str, workdir: Path, kernel: Path, append: str, guest_scri
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     release = kernel_release(kernel)      # before booting: a file that is no bzImage fails here
+    next_release = kernel_release(next_kernel) if next_kernel else None
     initrd = make_initramfs(kernel=kernel, workdir=workdir, guest_script=guest_script,
                             builddir=builddir, binaries=binaries, host_binaries=host_binaries,
-                            files=files, include_boot=include_boot)
+                            files=files, include_boot=include_boot, next_kernel=next_kernel)
     vm = VM(kernel=kernel, initrd=initrd, workdir=workdir, append=append, memory=memory,
             smp=smp, numa=numa, qemu_args=qemu_args, boot_timeout=boot_timeout,
             total_timeout=total_timeout)
@@ -105,7 +106,8 @@ def run_guest(*, name: str, workdir: Path, kernel: Path, append: str, guest_scri
     result = Result(name=name, workdir=workdir, outdir=workdir / "out", console=console,
                     markers=list(vm.markers), puts=puts, put_errors=put_errors,
                     panics=list(vm.panics), boots=vm.boot, qemu_status=status,
-                    seconds=time.monotonic() - t0, kernel=Path(kernel), kernel_release=release)
+                    seconds=time.monotonic() - t0, kernel=Path(kernel), kernel_release=release,
+                    next_kernel=Path(next_kernel) if next_kernel else None, next_release=next_release)
     tail = tail_lines(console)
     if not console.strip():
         q = vm.qemu_output().strip()
@@ -123,6 +125,9 @@ def run_scenario(sc: Scenario, *, kernel: Optional[Path], builddir: Optional[Pat
         find_qemu()
         a = sc.attr
         boots = a("BOOTS", 1)
+        next_kernel = a("NEXT_KERNEL", None)
+        if next_kernel is not None:
+            next_kernel = require_kernel(Path(next_kernel(k)))
         scale = timeout_scale()
         boot_timeout = float(a("BOOT_TIMEOUT", DEFAULT_BOOT_TIMEOUT)) * scale
         if a("TIMEOUT", None):
@@ -133,7 +138,7 @@ def run_scenario(sc: Scenario, *, kernel: Optional[Path], builddir: Optional[Pat
             name=sc.name, workdir=workdir, kernel=k, append=a("APPEND", ""),
             guest_script=a("GUEST_SCRIPT"), builddir=builddir, binaries=a("BINARIES", ()),
             host_binaries=a("HOST_BINARIES", ()), files=a("FILES", None),
-            include_boot=a("INCLUDE_BOOT", False), memory=a("MEMORY", DEFAULT_MEMORY),
+            include_boot=a("INCLUDE_BOOT", False), next_kernel=next_kernel, memory=a("MEMORY", DEFAULT_MEMORY),
             smp=a("SMP", DEFAULT_SMP), numa=a("NUMA", ()), qemu_args=a("QEMU_ARGS", ()),
             boot_timeout=boot_timeout,
             total_timeout=total_timeout,
