@@ -323,8 +323,8 @@ class AcrossAKexec(LiveUpdateBusTest):
     """The fake LUO freezes outgoing sessions into the tree at the fake reboot;
     moved to incoming/, the next khod finds its manifest and the sessions."""
 
-    def test_data_comes_back_to_its_owner(self):
-        payload = bytes(range(256)) * 4096
+    def live_update(self, payload, conf=None):
+        """Preserves payload as vm1/7, execs, and starts the 'next kernel's' khod."""
         self.assertEqual(self.call("CreateSession", "s", "vm1").returncode, 0)
         self.assertEqual(self.preserve("vm1", 7, payload).returncode, 0)
         rc, doc = self.ctl("prepare", "--kernel", str(KERNEL), "--append", "console=ttyS0 kho=on liveupdate=on")
@@ -333,16 +333,50 @@ class AcrossAKexec(LiveUpdateBusTest):
         self.assertEqual(self.ctl("exec")[0], 0)
         fake = self.khod.sysroot / "fake-luo"
         deadline = time.monotonic() + 10
-        while not (fake / "outgoing/khod").exists() and time.monotonic() < deadline:
+        while not (fake / "outgoing/khod/0").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertTrue((fake / "outgoing/khod/0").exists(), "the manifest is frozen with the sessions")
         manifest = json.loads((fake / "outgoing/khod/0").read_text())
-        self.assertEqual([s["name"] for s in manifest["sessions"]], ["vm1"])
         self.khod.kill(signal.SIGKILL)
         self.khod.store.close()
-        del self.khod.store  # a new boot: nothing in any fd store
+        del self.khod.store
+        shutil.rmtree(fake / "live", ignore_errors=True)  # a new boot: the old kernel's sessions are gone
         (fake / "outgoing").rename(fake / "incoming")
+        if conf:
+            (self.khod.sysroot / "etc/khod").mkdir(parents=True, exist_ok=True)
+            (self.khod.sysroot / "etc/khod/khod.conf").write_text(conf)
         self.khod.start()
+        return manifest
+
+    def test_sessions_nobody_retrieves_are_released_after_retrieve_timeout(self):
+        self.live_update(b"z" * 4096, conf="[LiveUpdate]\nRetrieveTimeoutSec=1s\n")
+        self.assertEqual([s[0] for s in self.prop("Incoming")], ["vm1"])
+        deadline = time.monotonic() + 10
+        while self.prop("Incoming") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(self.prop("Incoming"), [])
+        self.assertIn("incoming session vm1 released: its owner did not finish it within RetrieveTimeoutSec=",
+                      self.khod.log.read_text())
+        self.assertFalse((self.khod.sysroot / "fake-luo/incoming/vm1").exists(), "the kernel finished it")
+
+    def test_outgoing_changes_are_signalled(self):
+        monitor = subprocess.Popen(["dbus-monitor", "--address", self.bus.address,
+                                    "type='signal',interface='org.freedesktop.DBus.Properties',"
+                                    "member='PropertiesChanged'"], stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.3)
+            self.assertEqual(self.call("CreateSession", "s", "vm1").returncode, 0)
+            time.sleep(0.3)
+        finally:
+            monitor.terminate()
+            out = monitor.communicate(timeout=10)[0]
+        self.assertIn(IFACE, out)
+        self.assertIn("Outgoing", out)
+
+    def test_data_comes_back_to_its_owner(self):
+        payload = bytes(range(256)) * 4096
+        manifest = self.live_update(payload)
+        self.assertEqual([s["name"] for s in manifest["sessions"]], ["vm1"])
         self.assertIn("retrieved the khod manifest", self.khod.log.read_text())
         [(name, uid, _unit, files)] = self.prop("Incoming")
         self.assertEqual((name, uid), ("vm1", 0))
