@@ -39,7 +39,8 @@ inline constexpr std::uint64_t prepare_reuse_cmdline = 1u << 0;  // start from t
 inline constexpr std::uint64_t prepare_keep_cmdline = 1u << 1;   // no kho=on / scratch parameter added
 // Handover.Exec flags.
 inline constexpr std::uint64_t exec_force = 1u << 0;  // reboot(2) directly, even when systemd is PID 1
-inline constexpr std::uint64_t exec_drop_sessions = 1u << 1;  // go on although held LUO sessions would be lost
+inline constexpr std::uint64_t exec_drop_sessions = 1u
+                                                    << 1;  // go on although held LUO sessions would be lost
 // Kdump.Load defines no flags: it refuses any but 0.
 
 }  // namespace khod1

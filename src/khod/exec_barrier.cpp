@@ -25,7 +25,8 @@ Failure barrier_failure(Errc kind, std::string message) {
 Result<UniqueFd, Failure> ExecBarrier::inhibit(Inhibitor who) {
     if (who.who.empty() || who.who.size() > max_text || who.why.size() > max_text)
         return barrier_failure(Errc::invalid_argument, "who must be 1-255 bytes and why at most 255");
-    const auto mine = std::count_if(held_.begin(), held_.end(), [&](const Held& h) { return h.who.uid == who.uid; });
+    const auto mine =
+        std::count_if(held_.begin(), held_.end(), [&](const Held& h) { return h.who.uid == who.uid; });
     if (held_.size() >= max_inhibitors || static_cast<std::size_t>(mine) >= max_per_uid)
         return barrier_failure(Errc::busy, "too many inhibitors held; close some first");
     int ends[2];
@@ -85,8 +86,8 @@ Result<void, Failure> ExecBarrier::wait(std::uint64_t max_usec, Done done) {
     std::uint64_t now = 0;
     sd_event_now(event_, CLOCK_MONOTONIC, &now);
     sd_event_source* timer = nullptr;
-    int r = sd_event_add_time(event_, &timer, CLOCK_MONOTONIC, now + max_usec, 0, &ExecBarrier::on_timeout,
-                              this);
+    int r =
+        sd_event_add_time(event_, &timer, CLOCK_MONOTONIC, now + max_usec, 0, &ExecBarrier::on_timeout, this);
     if (r < 0) {
         done_ = nullptr;
         return Failure{Errc::io_error, errno_error(-r, "", "arming InhibitDelayMaxSec=")};
@@ -100,7 +101,8 @@ int ExecBarrier::on_timeout(sd_event_source* /*source*/, uint64_t /*usec*/, void
     return guarded_event("InhibitDelayMaxSec", [self] {
         std::vector<Inhibitor> late = self->held();
         for (const Inhibitor& i : late)
-            log(LOG_WARNING, "inhibitor %s (%s), uid %u, pid %d, not released within InhibitDelayMaxSec=: going on",
+            log(LOG_WARNING,
+                "inhibitor %s (%s), uid %u, pid %d, not released within InhibitDelayMaxSec=: going on",
                 i.who.c_str(), i.why.c_str(), static_cast<unsigned>(i.uid), static_cast<int>(i.pid));
         self->held_.clear();
         self->changed();

@@ -153,7 +153,9 @@ bool has_line(const std::string& msg, const std::string& line) {
 void receive(int sock, pid_t child) {
     char data[4096];
     alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * 253) + CMSG_SPACE(sizeof(struct ucred))];
-    struct iovec iov {data, sizeof data - 1};
+    struct iovec iov {
+        data, sizeof data - 1
+    };
     struct msghdr mh {};
     mh.msg_iov = &iov;
     mh.msg_iovlen = 1;

@@ -33,8 +33,8 @@
 #include <openssl/evp.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -86,9 +86,12 @@ bool parse_u64(const char* text, std::uint64_t& out, bool suffixes) {
     std::uint64_t mult = 1;
     if (suffixes && *end) {
         switch (*end) {
-            case 'K': case 'k': mult = 1ULL << 10; break;
-            case 'M': case 'm': mult = 1ULL << 20; break;
-            case 'G': case 'g': mult = 1ULL << 30; break;
+            case 'K':
+            case 'k': mult = 1ULL << 10; break;
+            case 'M':
+            case 'm': mult = 1ULL << 20; break;
+            case 'G':
+            case 'g': mult = 1ULL << 30; break;
             default: return false;
         }
         ++end;
@@ -232,7 +235,8 @@ int cmd_check(int argc, char** argv) {
             const ssize_t r = pread(fd, buf.data() + n, buf.size() - n, static_cast<off_t>(off + n));
             if (r < 0 && errno == EINTR) continue;
             if (r < 0) {
-                std::printf("BAD read at 0x%llx %s\n", static_cast<unsigned long long>(off + n), errname(errno));
+                std::printf("BAD read at 0x%llx %s\n", static_cast<unsigned long long>(off + n),
+                            errname(errno));
                 return 1;
             }
             if (r == 0) break;
@@ -323,7 +327,9 @@ int cmd_notify(int argc, char** argv) {
     std::strcpy(sa.sun_path, path);
     if (sa.sun_path[0] == '@') sa.sun_path[0] = '\0';
     const int sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct iovec iov {text.data(), text.size()};
+    struct iovec iov {
+        text.data(), text.size()
+    };
     struct msghdr mh {};
     mh.msg_name = &sa;
     mh.msg_namelen = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + std::strlen(path));

@@ -14,15 +14,15 @@ enum class Errc {
     not_supported,     // this kernel cannot do it (no KHO, wrong ABI, no kdump)
     preflight_failed,  // the target would not work; the message says why
     invalid_argument,
-    no_recipe,       // nothing says which crash kernel to load
-    kernel_refused,  // a syscall or a kernel file write failed; errno in error.code
+    no_recipe,            // nothing says which crash kernel to load
+    kernel_refused,       // a syscall or a kernel file write failed; errno in error.code
     target_incompatible,  // the next kernel could not take what this one hands over
     not_owner,            // a LUO session belongs to another caller
     session_exists,       // a LUO session or token of that name is already there
     no_such_session,      // no LUO session or token of that name
     busy,                 // the file is preserved already, or a handler refused to let go
     incoming_lost,        // the kernel could not restore the previous kernel's LUO data
-    io_error,        // khod's own files
+    io_error,             // khod's own files
 };
 
 // The kind as LastError properties and the D-Bus error names spell it ("WrongState").

@@ -330,7 +330,8 @@ Result<void, Failure> Handover::begin_exec(std::uint64_t flags) {
         return e;
     }
     if (flags & ~exec_known_flags) {
-        auto e = fail(Errc::invalid_argument, plain_error("", "Exec: unknown flag bits " + hex(flags & ~exec_known_flags)));
+        auto e = fail(Errc::invalid_argument,
+                      plain_error("", "Exec: unknown flag bits " + hex(flags & ~exec_known_flags)));
         notify(before);
         return e;
     }

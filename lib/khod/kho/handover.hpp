@@ -29,7 +29,8 @@ inline constexpr std::uint64_t prepare_reuse_cmdline = 1u
 inline constexpr std::uint64_t prepare_keep_cmdline = 1u << 1;  // do not add kho=on / the scratch parameter
 // Exec() flags.
 inline constexpr std::uint64_t exec_force = 1u << 0;  // reboot(2) directly, even when systemd is PID 1
-inline constexpr std::uint64_t exec_drop_sessions = 1u << 1;  // go on although held LUO sessions would be lost
+inline constexpr std::uint64_t exec_drop_sessions = 1u
+                                                    << 1;  // go on although held LUO sessions would be lost
 inline constexpr std::uint64_t exec_known_flags = exec_force | exec_drop_sessions;
 
 struct HandoverTarget {
