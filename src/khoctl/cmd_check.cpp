@@ -4,12 +4,39 @@
 #include <iostream>
 #include <memory>
 
+#include "bus_client.hpp"
 #include "commands.hpp"
 #include "khod/base/sysroot.hpp"
 #include "khod/kho/preflight.hpp"
 #include "khod/kho/target_compat.hpp"
 
 namespace khoctl {
+
+namespace {
+
+// What khod would hand over now (its Outgoing sessions), so the check says
+// what a wrong target would drop, as Prepare does. Without khod: nothing
+// known beyond --memfds.
+khod::CarriedState carried_by_khod(bool memfds) {
+    khod::CarriedState carried;
+    carried.memfds = memfds;
+    BusFailure ignored;
+    auto client = KhodClient::connect(ignored);
+    nlohmann::json props;
+    if (!client || !client->properties(khod1::liveupdate_interface, props, ignored)) return carried;
+    for (const auto& session : props.value("Outgoing", nlohmann::json::array())) {
+        if (!session.is_array() || session.size() < 4 || !session[3].is_array()) continue;
+        ++carried.sessions;
+        for (const auto& file : session[3]) {
+            if (!file.is_array() || file.size() < 2 || !file[1].is_number_unsigned()) continue;
+            carried.bytes += file[1].get<std::uint64_t>();
+            carried.memfds = true;
+        }
+    }
+    return carried;
+}
+
+}  // namespace
 
 void add_check_commands(CLI::App& app, const GlobalOptions& global, Runner& selected) {
     struct CheckOptions {
@@ -28,7 +55,8 @@ void add_check_commands(CLI::App& app, const GlobalOptions& global, Runner& sele
     cmd->add_flag("--keep-cmdline", o->keep, "Do not add kho=on or the scratch parameter");
     cmd->add_flag("--no-mount", o->no_mount, "Do not mount debugfs when it is not mounted");
     cmd->add_flag("--memfds", o->memfds,
-                  "Also require the memfd handler (memfd-v2), as khod does while memfds are preserved");
+                  "Require the memfd handler (memfd-v2) even when khod holds no memfds (it is required "
+                  "anyway while khod holds any)");
     cmd->callback([&global, &selected, o, append] {
         selected = [&global, o, append] {
             khod::Sysroot root(global.sysroot);
@@ -43,9 +71,7 @@ void add_check_commands(CLI::App& app, const GlobalOptions& global, Runner& sele
             // The compat strings come from kho/out: without KHO there is nothing to hand over.
             std::optional<khod::TargetCompatReport> compat;
             if (report.kho_active.value_or(false)) {
-                khod::CarriedState carried;
-                carried.memfds = o->memfds;
-                compat = khod::check_target_for_handover(root, o->kernel, carried);
+                compat = khod::check_target_for_handover(root, o->kernel, carried_by_khod(o->memfds));
             }
             if (global.json) {
                 nlohmann::json j = khod::to_json(report);

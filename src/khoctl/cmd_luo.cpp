@@ -124,11 +124,19 @@ khod::UniqueFd preserve_source(const std::string& file, int inherited, std::stri
             problem = "--fd " + std::to_string(inherited) + ": " + std::strerror(errno);
             return khod::UniqueFd();
         }
-        return khod::UniqueFd(fcntl(inherited, F_DUPFD_CLOEXEC, 3));
+        khod::UniqueFd dup(fcntl(inherited, F_DUPFD_CLOEXEC, 3));
+        if (!dup.valid()) problem = "--fd " + std::to_string(inherited) + ": " + std::strerror(errno);
+        return dup;
     }
     khod::UniqueFd in(open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-    if (!in.valid()) {
+    struct stat st {};
+    if (!in.valid() || fstat(in.get(), &st) < 0) {
         problem = "cannot open " + file + ": " + std::strerror(errno);
+        return khod::UniqueFd();
+    }
+    // A device or FIFO would be copied without end (/dev/zero fills memory).
+    if (!S_ISREG(st.st_mode)) {
+        problem = file + " is not a regular file; pass a memfd with --fd instead";
         return khod::UniqueFd();
     }
     auto copy = khod::sealed_memfd_copy("khoctl:" + file, in.get());
@@ -169,6 +177,7 @@ bool copy_all(int in, int out) {
 
 int retrieve(const GlobalOptions& global, const std::string& session, std::uint64_t token,
              const std::string& output) {
+    if (output == "-" && global.json) return fail_local(global, "--json and OUTPUT - both want stdout");
     BusFailure failure;
     auto client = KhodClient::connect(failure);
     if (!client) return report_failure(failure, global.json);
@@ -176,7 +185,6 @@ int retrieve(const GlobalOptions& global, const std::string& session, std::uint6
         client->call_for_fd(khod1::liveupdate_interface, "Retrieve", failure, "st", session.c_str(), token);
     if (!fd.valid()) return report_failure(failure, global.json);
     bool to_stdout = output == "-";
-    if (to_stdout && global.json) return fail_local(global, "--json and OUTPUT - both want stdout");
     khod::UniqueFd out(to_stdout ? dup(STDOUT_FILENO)
                                  : open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!out.valid()) return fail_local(global, "cannot open " + output + ": " + std::strerror(errno));
@@ -194,7 +202,9 @@ int finish_all(const GlobalOptions& global) {
     nlohmann::json props;
     if (!client->properties(khod1::liveupdate_interface, props, failure))
         return report_failure(failure, global.json);
+    // Root finishes every session; anyone else their own.
     for (const auto& s : sessions_json(props.value("Incoming", nlohmann::json()), true)) {
+        if (geteuid() != 0 && s["uid"].get<uid_t>() != geteuid()) continue;
         std::string name = s["name"];
         if (!client->call(khod1::liveupdate_interface, "FinishSession", failure, "s", name.c_str()))
             return report_failure(failure, global.json);

@@ -128,11 +128,13 @@ int HandoverObject::method_exec(sd_bus_message* m, void* userdata, sd_bus_error*
     std::uint64_t flags = 0;
     int r = sd_bus_message_read(m, "t", &flags);
     if (r < 0) return r;
-    if (self->gate_) {
+    // A wrong state is WrongState, not a refusal about sessions.
+    if (self->gate_ && self->handover_->state() == HandoverState::loaded) {
         auto checked = self->gate_->check_exec(flags, self->handover_->target());
         if (!checked) return reply_failure(m, error, checked.error());
         flags = *checked;
     }
+    self->exec_request_flags_ = flags;
     auto begun = self->handover_->begin_exec(flags);
     if (!begun) return self->reply(m, error, begun);
     // Answer first: once the reboot syscall runs, nothing will be sent.
@@ -157,7 +159,14 @@ int HandoverObject::on_exec_deferred(sd_event_source* /*source*/, void* userdata
             self->reboot_now({});
             return 0;
         }
-        self->gate_->before_reboot([self](const Result<void, Failure>& ready) { self->reboot_now(ready); });
+        self->gate_->before_reboot([self](const Result<void, Failure>& ready) {
+            if (!ready) return self->reboot_now(ready);
+            // Clients preserve in the barrier's window: look at the sessions again.
+            auto checked = self->gate_->check_exec(self->exec_request_flags_, self->handover_->target());
+            if (!checked) return self->reboot_now(checked.error());
+            self->handover_->add_exec_flags(*checked);
+            self->reboot_now({});
+        });
         return 0;
     });
 }

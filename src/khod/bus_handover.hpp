@@ -43,6 +43,7 @@ private:
     sd_event* event_;
     Handover* handover_;
     LiveUpdateObject* gate_ = nullptr;
+    std::uint64_t exec_request_flags_ = 0;  // as the caller sent them, for the gate's second look
     SdBusSlotPtr slot_;
     SdEventSourcePtr exec_source_;
 };

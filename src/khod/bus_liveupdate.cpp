@@ -1,6 +1,7 @@
 #include "bus_liveupdate.hpp"
 
 #include <time.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <utility>
@@ -348,15 +349,29 @@ void LiveUpdateObject::before_reboot(std::function<void(const Result<void, Failu
     emit_prepare_for_kexec(true);
     auto waited =
         barrier_->wait(config_.inhibit_delay_max, [this, then](const std::vector<Inhibitor>& /*late*/) {
-            exec_phases_.inhibitors_released = clock_usec(CLOCK_REALTIME);
-            if (sessions_->outgoing().empty()) return then({});
-            exec_phases_.reboot_syscall = clock_usec(CLOCK_REALTIME);
-            auto written = sessions_->write_manifest(exec_phases_);
-            if (written)
-                log(LOG_NOTICE, "manifest written to LUO session khod: %s", held_summary(*sessions_).c_str());
+            // then() must run whatever happens, or Handover stays `executing`.
+            Result<void, Failure> written;
+            try {
+                written = write_manifest_now();
+            } catch (const std::exception& e) {
+                written = Failure{Errc::io_error,
+                                  plain_error("", std::string("writing the manifest: ") + e.what())};
+            }
             then(written);
         });
     if (!waited) then(waited);
+}
+
+Result<void, Failure> LiveUpdateObject::write_manifest_now() {
+    exec_phases_.inhibitors_released = clock_usec(CLOCK_REALTIME);
+    if (sessions_->outgoing().empty()) return {};
+    // Data first: the reboot syscall follows at once, so its phase is stamped here.
+    ::sync();
+    exec_phases_.reboot_syscall = clock_usec(CLOCK_REALTIME);
+    auto written = sessions_->write_manifest(exec_phases_);
+    if (written)
+        log(LOG_NOTICE, "manifest written to LUO session khod: %s", held_summary(*sessions_).c_str());
+    return written;
 }
 
 void LiveUpdateObject::abandoned() {

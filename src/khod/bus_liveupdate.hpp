@@ -48,6 +48,7 @@ public:
     void abandoned();
 
 private:
+    Result<void, Failure> write_manifest_now();
     struct Properties;  // one getter per property (bus_liveupdate.cpp)
     struct Methods;     // one handler per method
     static const sd_bus_vtable vtable_[];

@@ -45,6 +45,8 @@ int property_getter(sd_bus* /*bus*/, const char* /*path*/, const char* /*interfa
         return Append(self, reply);
     } catch (const std::exception& e) {
         return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, e.what());
+    } catch (...) {
+        return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, "unexpected exception");
     }
 }
 

@@ -3,6 +3,7 @@
 // FakeLuo: create, preserve, manifest, freeze, "next kernel", restore, retrieve.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -162,6 +163,25 @@ TEST_F(Broker, CapsPerUidAndTotal) {
         ASSERT_TRUE(sessions.create("u" + std::to_string(i), {1000, ""}));
     EXPECT_EQ(sessions.create("one-more", {1000, ""}).error().kind, Errc::busy);
     EXPECT_TRUE(sessions.create("other-user", {1001, ""}));
+}
+
+// A sparse memfd costs its caller nothing until the kernel fills it at PRESERVE.
+TEST_F(Broker, NonRootBytesAreBoundedRootsAreNot) {
+    auto sparse = [](std::uint64_t size) {
+        UniqueFd fd(memfd_create("sparse", MFD_CLOEXEC));
+        EXPECT_EQ(ftruncate(fd.get(), static_cast<off_t>(size)), 0);
+        return fd;
+    };
+    const std::uint64_t cap = LuoSessions::max_bytes_per_unprivileged_uid;
+    ASSERT_TRUE(sessions.create("user", {1000, ""}));
+    ASSERT_TRUE(sessions.preserve("user", 1, sparse(cap / 2).get(), 1000));
+    auto over = sessions.preserve("user", 2, sparse(cap / 2 + 1).get(), 1000);
+    ASSERT_FALSE(over);
+    EXPECT_EQ(over.error().kind, Errc::busy);
+    EXPECT_NE(over.error().describe().find("root has no such limit"), std::string::npos)
+        << over.error().describe();
+    ASSERT_TRUE(sessions.create("root", {0, ""}));
+    EXPECT_TRUE(sessions.preserve("root", 1, sparse(cap * 2).get(), 0));
 }
 
 TEST_F(Broker, PreserveOwnerTokenAndFacts) {

@@ -221,7 +221,7 @@ TEST_F(Target, AMissingStringIsANamedRefusal) {
     ASSERT_TRUE(kho.failure);
     EXPECT_EQ(kho.failure->describe(),
               "target 9.9.9-test has no KHO: \"kho-v4\" not found, has no LUO: \"luo-v5\" not found, has no "
-              "kho_test (kho-test-v1); booting it would drop 1 session, 4 KiB");
+              "kho_test: \"kho-test-v1\" not found; booting it would drop 1 session, 4 KiB");
 }
 
 TEST_F(Target, TruncatedAndCorruptStreamsNameThePath) {

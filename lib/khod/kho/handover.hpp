@@ -87,6 +87,11 @@ public:
     Result<void, Failure> complete_exec();
     // Between the two: the reboot will not happen (back to `loaded`, why in LastError).
     void cancel_exec(const Failure& why);
+    // While executing: flags decided after the barrier (exec_force once
+    // sessions are held: kexec.target would stop khod and close them).
+    void add_exec_flags(std::uint64_t flags) {
+        if (state_ == HandoverState::executing) exec_flags_ |= flags & exec_known_flags;
+    }
 
     HandoverState state() const { return state_; }
     KhoAbi abi() const { return abi_; }

@@ -74,7 +74,7 @@ std::string missing_text(const CompatNeed& n) {
         case CompatRole::file_handler: return "cannot restore memfds: " + quoted;
         case CompatRole::producer: break;
     }
-    return "has no " + n.producer + " (" + n.compatible + ")";
+    return "has no " + n.producer + ": " + quoted;
 }
 
 std::string dropped_name(const CompatNeed& n) {

@@ -209,12 +209,27 @@ Result<void, Failure> LuoSessions::preserve(const std::string& name, std::uint64
                     "the session holds " + std::to_string(max_files_per_session) + " files, the most it may");
     auto facts = memfd_facts(fd);
     if (!facts) return Failure{Errc::invalid_argument, facts.error()};
+    if (auto ok = check_bytes(caller, facts->size); !ok) return ok;
     if (auto ok = kernel_.preserve_fd(s->fd.get(), token, fd); !ok)
         return map_preserve(ok.error(), token, fd);
     s->files.push_back(LuoFileEntry{token, facts->size, facts->seals, false});
     refresh_state();
     notify({"Outgoing"});
     return {};
+}
+
+Result<void, Failure> LuoSessions::check_bytes(uid_t uid, std::uint64_t more) const {
+    if (uid == 0) return {};
+    std::uint64_t held = 0;
+    for (const LuoSession& s : outgoing_)
+        if (s.owner.uid == uid)
+            for (const LuoFileEntry& f : s.files) held += f.size;
+    if (more <= max_bytes_per_unprivileged_uid && held <= max_bytes_per_unprivileged_uid - more) return {};
+    return fail(Errc::busy, "uid " + std::to_string(uid),
+                "preserving " + std::to_string(more) + " more bytes would pass the " +
+                    std::to_string(max_bytes_per_unprivileged_uid >> 20) +
+                    " MiB a non-root user may preserve (" + std::to_string(held) +
+                    " held); root has no such limit");
 }
 
 Result<void, Failure> LuoSessions::destroy(const std::string& name, uid_t caller) {

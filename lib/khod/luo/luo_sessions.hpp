@@ -62,6 +62,11 @@ public:
     static constexpr std::size_t max_sessions_per_uid = 16;
     static constexpr std::size_t max_sessions = 256;
     static constexpr std::size_t max_files_per_session = 1024;
+    // What one non-root uid may have preserved in all (by file size): the
+    // kernel fills a sparse memfd's holes and pins every page at PRESERVE,
+    // so an unbounded caller could make khod allocate the host's memory.
+    // Root (the VMM of a hypervisor host) has no such bound.
+    static constexpr std::uint64_t max_bytes_per_unprivileged_uid = std::uint64_t{1} << 30;
 
     LuoSessions(LuoKernel& kernel, LuoFdStore& store, std::string release);
 
@@ -99,6 +104,7 @@ private:
     // Mirrors all held sessions as "luo-state" in the fd store.
     void refresh_state();
     Result<void, Failure> check_caps(uid_t uid) const;
+    Result<void, Failure> check_bytes(uid_t uid, std::uint64_t more) const;
     void adopt_stored(std::vector<std::pair<std::string, UniqueFd>>& stored, LuoRecovery& rec);
     void adopt_one(const std::string& fdname, UniqueFd fd, const StateLookup& lookup, LuoRecovery& rec);
     std::optional<LuoManifest> take_manifest(LuoRecovery& rec);

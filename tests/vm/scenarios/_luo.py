@@ -94,13 +94,13 @@ def sha_of(text: str) -> str:
     return words[words.index("sha256") + 1]
 
 
-def check_carried(result, *, previous_release: str):
+def check_carried(result, *, previous_release: str, size_bytes: int = SIZE_BYTES):
     """The data left through khod in boot 1 and came back whole in boot 2."""
     for word in ("rc-create", "rc-preserve", "rc-prepare", "rc-finalize"):
         expect_eq(result.marker(word, boot=1).payload, "0", f"{word} in boot 1")
     outgoing = result.json("outgoing-1.json")["data"]
     expect_eq([(s[0], s[1]) for s in outgoing], [("vm1", 0)], "Outgoing after the preserve (busctl)")
-    expect_eq(outgoing[0][3][0][:2], [7, SIZE_BYTES], "token 7's size in Outgoing")
+    expect_eq(outgoing[0][3][0][:2], [7, size_bytes], "token 7's size in Outgoing")
     expect_eq([m.stage for m in result.markers_of("boot")], ["1", "2"], "stages of the boots")
     expect("luo: Retrieved live update data" in result.console,
            "the 2nd kernel did not log 'luo: Retrieved live update data'")
@@ -110,7 +110,7 @@ def check_carried(result, *, previous_release: str):
     expect("retrieved the khod manifest" in log, f"khod did not retrieve its manifest:\n{log}")
     incoming = result.json("incoming-2.json")["data"]
     expect_eq([(s[0], s[1]) for s in incoming], [("vm1", 0)], "Incoming in boot 2: vm1, held for uid 0")
-    expect_eq(incoming[0][3][0][:2], [7, SIZE_BYTES], "token 7 in Incoming")
+    expect_eq(incoming[0][3][0][:2], [7, size_bytes], "token 7 in Incoming")
     expect_eq(incoming[0][3][0][3], False, "token 7 not yet retrieved by its owner")
     status = result.json("luo-status-2.json")
     expect_eq(dig(status, "liveupdate.previous_release"), previous_release, "PreviousRelease")

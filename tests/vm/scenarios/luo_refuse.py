@@ -57,26 +57,16 @@ def find_refused_kernel() -> tuple[Path | None, str]:
     return None, f"KHOD_DISTRO_KERNEL is not set and {cache}/vmlinuz-* matches nothing"
 
 
-class _NoRefusedKernel(dict):
-    """FILES when the kernel to refuse is missing: the harness reads FILES to
-    build the initramfs, before QEMU starts, so the run fails there, saying
-    where it looked."""
+REFUSED_KERNEL, _WHERE = find_refused_kernel()
+FILES = {**_luo.FILES, str(REFUSED_KERNEL): REFUSED_GUEST} if REFUSED_KERNEL else dict(_luo.FILES)
 
-    def __init__(self, where: str):
-        super().__init__(_luo.FILES)
-        self.where = where
 
-    def items(self):
-        raise HarnessError(f"luo-refuse: no kernel without KHO to refuse: {self.where}; "
+def requires():
+    if REFUSED_KERNEL is None:
+        raise HarnessError(f"luo-refuse: no kernel without KHO to refuse: {_WHERE}; "
                            "run tools/fetch-distro-kernel (tools/test's vm tier does) or set "
                            "KHOD_DISTRO_KERNEL to a bzImage built without KEXEC_HANDOVER")
 
-
-REFUSED_KERNEL, _WHERE = find_refused_kernel()
-if REFUSED_KERNEL is not None:
-    FILES = {**_luo.FILES, str(REFUSED_KERNEL): REFUSED_GUEST}
-else:
-    FILES = _NoRefusedKernel(_WHERE)
 
 GUEST_SCRIPT = r'''
 . /etc/khod-vm/guest-khod.sh
@@ -173,37 +163,6 @@ def check_nothing_lost(result):
         expect_eq(result.marker(word, boot=1).payload, "0", f"kexec loaded ({word})")
 
 
-def check_carried(result):
-    """_luo.check_carried for a SIZE_BYTES memfd into the same kernel."""
-    release = result.kernel_release
-    for word in ("rc-create", "rc-preserve", "rc-prepare", "rc-finalize"):
-        expect_eq(result.marker(word, boot=1).payload, "0", f"{word} in boot 1")
-    outgoing = result.json("outgoing-1.json")["data"]
-    expect_eq([(s[0], s[1]) for s in outgoing], [("vm1", 0)], "Outgoing after the preserve (busctl)")
-    expect_eq(outgoing[0][3][0][:2], [7, SIZE_BYTES], "token 7's size in Outgoing")
-    expect_eq(dig(result.json("prepare.json"), "handover.TargetKernel"), "/boot/bzImage",
-              "the target staged after the refusal")
-    expect_eq([m.stage for m in result.markers_of("boot")], ["1", "2"], "stages of the boots")
-    expect("luo: Retrieved live update data" in result.console,
-           "the 2nd kernel did not log 'luo: Retrieved live update data'")
-    expect(f"KHO: exec from: {release} (count 1)" in result.console,
-           f"the 2nd kernel did not log 'KHO: exec from: {release} (count 1)'")
-    log = result.text("khod-2.log")
-    expect("retrieved the khod manifest" in log, f"khod did not retrieve its manifest:\n{log}")
-    incoming = result.json("incoming-2.json")["data"]
-    expect_eq([(s[0], s[1]) for s in incoming], [("vm1", 0)], "Incoming in boot 2: vm1, held for uid 0")
-    expect_eq(incoming[0][3][0][:2], [7, SIZE_BYTES], "token 7 in Incoming")
-    status = result.json("luo-status-2.json")
-    expect_eq(dig(status, "liveupdate.previous_release"), release, "PreviousRelease")
-    expect_eq(dig(status, "liveupdate.liveupdate_number"), 1, "LiveUpdateNumber")
-    for word in ("rc-retrieve", "rc-check", "rc-finish"):
-        expect_eq(result.marker(word, boot=2).payload, "0", f"{word} in boot 2")
-    before, after = _luo.sha_of(result.text("pattern-1.txt")), _luo.sha_of(result.text("check-2.txt"))
-    expect_eq(after, before, "SHA-256 of the memfd before and after the kexec")
-    expect(result.text("check-2.txt").startswith("OK"), f"pattern check: {result.text('check-2.txt')}")
-    expect_eq(dig(result.json("finish.json"), "liveupdate.incoming"), [], "Incoming after finish")
-
-
 def check(result):
     refused_release = vmtest.kernel_release(REFUSED_KERNEL)
     expect(refused_release != result.kernel_release,
@@ -214,5 +173,7 @@ def check(result):
     except vmtest.CheckFailed as e:
         shown = {n: result.text(n) for n in ("refused.json", "check-refused.json") if n in result.puts}
         raise vmtest.CheckFailed(f"{e}\n" + "\n".join(f"--- {n} ---\n{t}" for n, t in shown.items())) from None
-    check_carried(result)
+    expect_eq(dig(result.json("prepare.json"), "handover.TargetKernel"), "/boot/bzImage",
+              "the target staged after the refusal")
+    _luo.check_carried(result, previous_release=result.kernel_release, size_bytes=SIZE_BYTES)
 

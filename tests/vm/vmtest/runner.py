@@ -124,6 +124,8 @@ def run_scenario(sc: Scenario, *, kernel: Optional[Path], builddir: Optional[Pat
         k = require_kernel(kernel)
         find_qemu()
         a = sc.attr
+        if a("requires", None):
+            a("requires")()  # raises HarnessError, saying what is missing, before anything boots
         boots = a("BOOTS", 1)
         next_kernel = a("NEXT_KERNEL", None)
         if next_kernel is not None:
