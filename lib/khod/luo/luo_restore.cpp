@@ -1,6 +1,8 @@
 // LuoSessions::restore(): what a starting khod takes back, first from the fd
 // store (a khod restart within one boot), then from the previous kernel's
 // manifest (the first khod after a live update).
+#include <time.h>
+
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -11,6 +13,19 @@
 namespace khod {
 
 namespace {
+
+// /dev/liveupdate is exclusive: another LUO client opening it at boot makes
+// RETRIEVE_SESSION fail with EBUSY for as long as it holds it. A few short
+// tries (2 s in all, before khod is ready) ride over an ioctl's worth of
+// holding; a session still refused is reported, not dropped in silence.
+Result<UniqueFd> retrieve_session_retrying(LuoKernel& kernel, const std::string& name) {
+    for (int attempt = 0;; ++attempt) {
+        auto fd = kernel.retrieve_session(name);
+        if (fd || fd.error().code != EBUSY || attempt == 19) return fd;
+        timespec pause{0, 100 * 1000 * 1000};
+        nanosleep(&pause, nullptr);
+    }
+}
 
 constexpr const char* out_prefix = "luo-out-";
 constexpr const char* in_prefix = "luo-in-";
@@ -85,7 +100,7 @@ void LuoSessions::adopt_stored(std::vector<std::pair<std::string, UniqueFd>>& st
 
 // The previous kernel's manifest, or nothing; problems where there should have been one.
 std::optional<LuoManifest> LuoSessions::take_manifest(LuoRecovery& rec) {
-    auto session = kernel_.retrieve_session(luo_manifest_session);
+    auto session = retrieve_session_retrying(kernel_, luo_manifest_session);
     if (!session) {
         const Error& e = session.error();
         // ENOENT: a cold boot, or a kexec without khod. ENODEV: no LUO at all.
@@ -107,8 +122,7 @@ std::optional<LuoManifest> LuoSessions::take_manifest(LuoRecovery& rec) {
         e.path = "LUO session khod, token 0";
         rec.problems.push_back(std::move(e));
     }
-    // Done with it either way; closing would imply FINISH, asked for here to see a refusal.
-    if (auto f = kernel_.finish(session->get()); !f) rec.problems.push_back(f.error());
+    manifest_session_ = std::move(*session);  // finished once the sessions it names are held
     return out;
 }
 
@@ -116,7 +130,7 @@ void LuoSessions::hold_from_manifest(const LuoManifest& m, LuoRecovery& rec) {
     for (const LuoSessionEntry& e : m.sessions) {
         // Only names khod could have made: never another program's session.
         if (e.incoming || !check_session_name(e.name)) continue;
-        auto fd = kernel_.retrieve_session(e.name);
+        auto fd = retrieve_session_retrying(kernel_, e.name);
         if (!fd) {
             if (fd.error().code != ENOENT) rec.problems.push_back(fd.error());
             rec.missing.push_back(e.name);
@@ -141,6 +155,10 @@ LuoRecovery LuoSessions::restore(std::vector<std::pair<std::string, UniqueFd>> s
             previous_phases_ = m->phases;
             hold_from_manifest(*m, rec);
         }
+        // Done with it either way; closing would imply FINISH, asked for here to see a refusal.
+        if (manifest_session_.valid())
+            if (auto f = kernel_.finish(manifest_session_.get()); !f) rec.problems.push_back(f.error());
+        manifest_session_.reset();
     }
     refresh_state();
     if (!outgoing_.empty() || !incoming_.empty()) notify({"Outgoing", "Incoming"});
