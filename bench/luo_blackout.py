@@ -503,7 +503,10 @@ def write_json(args, results, ratios, boots, release, seconds):
         return
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
+    khod = vmtest.product_binary(args.builddir, "khod")
+    built = datetime.datetime.fromtimestamp(khod.stat().st_mtime, datetime.timezone.utc)
     doc = {"date": datetime.date.today().isoformat(), "commit": commit, "kernel": release,
+           "khod": str(khod), "khod_built": built.isoformat(timespec="seconds"),
            "size": args.size, "small": args.small, "run_seconds": seconds,
            "paths": results, "ratios": ratios,
            "clocks": {b.index: b.spread() for b in boots}}
