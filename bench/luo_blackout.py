@@ -503,10 +503,8 @@ def write_json(args, results, ratios, boots, release, seconds):
         return
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
-    khod = vmtest.product_binary(args.builddir, "khod")
-    built = datetime.datetime.fromtimestamp(khod.stat().st_mtime, datetime.timezone.utc)
     doc = {"date": datetime.date.today().isoformat(), "commit": commit, "kernel": release,
-           "khod": str(khod), "khod_built": built.isoformat(timespec="seconds"),
+           "khod": str(vmtest.product_binary(args.builddir, "khod")), "khod_built": args.khod_built,
            "size": args.size, "small": args.small, "run_seconds": seconds,
            "paths": results, "ratios": ratios,
            "clocks": {b.index: b.spread() for b in boots}}
@@ -526,6 +524,9 @@ def main() -> int:
                     help="no VM: analyse the run kept in DIR (--keep DIR) again, with its --size and --small")
     args = ap.parse_args()
     release = vmtest.kernel_release(vmtest.default_kernel())
+    # the build dir may be rebuilt during a run: what the initramfs got is what was there now
+    mtime = vmtest.product_binary(args.builddir, "khod").stat().st_mtime
+    args.khod_built = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).isoformat(timespec="seconds")
     if args.analyse:
         results, boots = evaluate(args.analyse / "bench-luo-blackout", args.size, args.small)
         print(f"LUO blackout: {human(args.size)} and {human(args.small)} through khod (kept run {args.analyse})")
