@@ -554,9 +554,9 @@ def main() -> int:
     others = max(0.0, (host_busy() - busy0) - (own_cpu() - own0))
     print(f"LUO blackout: {human(args.size)} and {human(args.small)} through khod, one VM run "
           f"(4 GiB, 2 vCPUs, TCG), Linux {release}, {seconds:.0f} s")
-    print(f"  host: {os.cpu_count()} cores; other processes used {others:.0f} core-seconds during the run "
-          f"({100 * others / (seconds * (os.cpu_count() or 1)):.0f}% of the host), this run "
-          f"{own_cpu() - own0:.0f} (QEMU and the harness)")
+    busy = host_busy() - busy0
+    print(f"  host: {os.cpu_count()} cores, busy {busy:.0f} core-seconds during the run, {own_cpu() - own0:.0f} of them "
+          f"this run's (QEMU and the harness): other processes about {others:.0f} (/proc/stat is sampled per tick)")
     ratios = report(mod.results, args.size, args.small)
     ratios["host_other_core_seconds"] = others
     write_json(args, mod.results, ratios, mod.boots, release, seconds)
