@@ -29,7 +29,7 @@ it arrives (monotonic). Lines are only ever late, so per kernel
 min(arrival - printk time) maps its printk clock to the host clock; that
 puts all boots on one clock. Under TCG the guest marks the TSC unstable and
 its printk clock follows jiffies until the clocksource switch to hpet (about
-1 s in), losing 0.2-0.3 s there, so the lines before and after the switch
+1 s in), losing 0.2-1.4 s there, so the lines before and after the switch
 get separate offsets ("eras"); the early one gives the host time of printk
 zero. khod's phases (LastUpdatePhases, CLOCK_REALTIME) are placed with an
 adjtimex reading the guest takes between two marks just before the exec
@@ -188,7 +188,7 @@ def human(n: int) -> str:
 class Boot:
     """One kernel's console lines: its printk events and how they map to host time.
 
-    The printk clock of this kernel under TCG loses about 0.2-0.3 s before
+    The printk clock of this kernel under TCG loses 0.2-1.4 s before
     "clocksource: Switched to clocksource hpet" (about 1 s in): the TSC is
     marked unstable, so the clock follows jiffies until then. Each of the two
     eras gets its own offset, min(arrival - printk time) over its lines.
