@@ -112,7 +112,7 @@ preserve() {
         exec khoctl --json luo preserve vm1 7 --fd 3' > /tmp/preserve.out 2>&1 || fail "preserve: $(cat /tmp/preserve.out)"
     mark preserve-done $(head -n 1 /tmp/preserve.out)
 }
-# SIZE [NAME]: token 7 back through khod into a tmpfs file, every word checked.
+# SIZE: token 7 back through khod into a tmpfs file, every word checked.
 retrieve() {
     khoctl --json luo retrieve vm1 7 /tmp/back.bin > /tmp/retrieve.json 2>&1 || fail "retrieve: $(cat /tmp/retrieve.json)"
     mark data-back
@@ -555,8 +555,8 @@ def main() -> int:
     print(f"LUO blackout: {human(args.size)} and {human(args.small)} through khod, one VM run "
           f"(4 GiB, 2 vCPUs, TCG), Linux {release}, {seconds:.0f} s")
     busy = host_busy() - busy0
-    print(f"  host: {os.cpu_count()} cores, busy {busy:.0f} core-seconds during the run, {own_cpu() - own0:.0f} of them "
-          f"this run's (QEMU and the harness): other processes about {others:.0f} (/proc/stat is sampled per tick)")
+    print(f"  host: {os.cpu_count()} cores busy for {busy:.0f} core-seconds, this run (QEMU, harness) "
+          f"{own_cpu() - own0:.0f}, other processes about {others:.0f} (/proc/stat counts per tick)")
     ratios = report(mod.results, args.size, args.small)
     ratios["host_other_core_seconds"] = others
     write_json(args, mod.results, ratios, mod.boots, release, seconds)
