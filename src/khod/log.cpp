@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdarg>
+#include <cstddef>
 #include <cstdio>
 
 namespace khod {
@@ -21,9 +22,15 @@ void log(int priority, const char* format, ...) {
     } else {
         static const char* const names[] = {"emerg",   "alert",  "crit", "error",
                                             "warning", "notice", "info", "debug"};
-        std::fprintf(stderr, "khod: %s: ", names[priority & 7]);
-        std::vfprintf(stderr, format, ap);
-        std::fputc('\n', stderr);
+        // One write(2) per line: stderr is unbuffered and may be shared
+        // (a supervisor's log, /dev/kmsg, where each write is a record).
+        char line[2048];
+        int head = std::snprintf(line, sizeof line, "khod: %s: ", names[priority & 7]);
+        int body = std::vsnprintf(line + head, sizeof line - static_cast<std::size_t>(head) - 1, format, ap);
+        std::size_t len = static_cast<std::size_t>(head) + static_cast<std::size_t>(body < 0 ? 0 : body);
+        if (len > sizeof line - 2) len = sizeof line - 2;  // cut long lines, keep the newline
+        line[len++] = '\n';
+        (void)!::write(STDERR_FILENO, line, len);
     }
     va_end(ap);
 }
