@@ -52,8 +52,8 @@ preserve_pattern() {
     vm-put /tmp/preserve.json preserve.json
     lu_prop Outgoing > /tmp/outgoing.json; vm-put /tmp/outgoing.json outgoing-1.json
 }
-# stage 1: stage the target with liveupdate=on kept, then Exec without --force.
-live_update_into() {
+# stage 1: stage the target with liveupdate=on kept (prepare, finalize).
+stage_target() {
     khoctl --json prepare --kernel "$1" --initrd /tmp/self-initrd.gz --reuse-cmdline \
         --append "khod.stage=2" > /tmp/prepare.json 2>&1
     vm-marker rc-prepare $?
@@ -61,6 +61,10 @@ live_update_into() {
     khoctl --json finalize > /tmp/finalize.json 2>&1
     vm-marker rc-finalize $?
     vm-put /tmp/finalize.json finalize.json
+}
+# stage 1: stage_target, then Exec without --force.
+live_update_into() {
+    stage_target "$1"
     vm-marker exec
     khoctl exec
     vm-marker rc-exec $?
@@ -125,3 +129,19 @@ def check_carried(result, *, previous_release: str, size_bytes: int = SIZE_BYTES
     expect(result.text("check-2.txt").startswith("OK"), f"pattern check: {result.text('check-2.txt')}")
     finished = result.json("finish.json")
     expect_eq(dig(finished, "liveupdate.incoming"), [], "Incoming after finish: nothing left held")
+
+
+def carry_script(target: str) -> str:
+    """luo-memfd's and luo-upgrade's guest: SIZE of the pattern through khod into target."""
+    return r'''
+. /etc/khod-vm/guest-khod.sh
+''' + GUEST_FUNCTIONS + r'''
+if [ "$1" = 1 ]; then
+    start_khod_stored || exit 1
+    vm-self-initrd /tmp/self-initrd.gz
+    preserve_pattern ''' + f"{SIZE} {SEED}" + r'''
+    live_update_into ''' + target + r'''
+fi
+uname -r > /tmp/uname.txt; vm-put /tmp/uname.txt uname-2.txt
+start_khod_stored || exit 1
+retrieve_pattern ''' + f"{SIZE} {SEED}" + "\n"

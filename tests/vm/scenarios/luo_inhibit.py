@@ -105,13 +105,7 @@ if [ "$1" = 1 ]; then
     done
     vm-put /tmp/inhibitors.json inhibitors-1.json
 
-    khoctl --json prepare --kernel /boot/bzImage --initrd /tmp/self-initrd.gz --reuse-cmdline \
-        --append "khod.stage=2" > /tmp/prepare.json 2>&1
-    vm-marker rc-prepare $?
-    vm-put /tmp/prepare.json prepare.json
-    khoctl --json finalize > /tmp/finalize.json 2>&1
-    vm-marker rc-finalize $?
-    vm-put /tmp/finalize.json finalize.json
+    stage_target /boot/bzImage
     grep -q 'member=PrepareForKexec' /tmp/monitor.txt && { echo "PrepareForKexec before the exec"; exit 1; }
     kmsg exec-requested
     khoctl exec

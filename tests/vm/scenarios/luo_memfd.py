@@ -17,18 +17,7 @@ DESCRIPTION = "256 MiB memfd preserved through khod, kexec into the same kernel,
 BOOTS = 2
 BOOT_TIMEOUT = 150
 
-GUEST_SCRIPT = r'''
-. /etc/khod-vm/guest-khod.sh
-''' + _luo.GUEST_FUNCTIONS + r'''
-if [ "$1" = 1 ]; then
-    start_khod_stored || exit 1
-    vm-self-initrd /tmp/self-initrd.gz
-    preserve_pattern ''' + f"{_luo.SIZE} {_luo.SEED}" + r'''
-    live_update_into /boot/bzImage
-fi
-start_khod_stored || exit 1
-retrieve_pattern ''' + f"{_luo.SIZE} {_luo.SEED}" + r'''
-'''
+GUEST_SCRIPT = _luo.carry_script("/boot/bzImage")
 
 
 def check(result):

@@ -27,19 +27,7 @@ def NEXT_KERNEL(kernel: Path) -> Path:  # noqa: N802 - a harness attribute
     return SHARED_VM / ("bzImage" if kernel_release(kernel).startswith("7.3") else "7.3/bzImage")
 
 
-GUEST_SCRIPT = r'''
-. /etc/khod-vm/guest-khod.sh
-''' + _luo.GUEST_FUNCTIONS + r'''
-if [ "$1" = 1 ]; then
-    start_khod_stored || exit 1
-    vm-self-initrd /tmp/self-initrd.gz
-    preserve_pattern ''' + f"{_luo.SIZE} {_luo.SEED}" + r'''
-    live_update_into /boot/next/bzImage
-fi
-uname -r > /tmp/uname.txt; vm-put /tmp/uname.txt uname-2.txt
-start_khod_stored || exit 1
-retrieve_pattern ''' + f"{_luo.SIZE} {_luo.SEED}" + r'''
-'''
+GUEST_SCRIPT = _luo.carry_script("/boot/next/bzImage")
 
 
 def check(result):
