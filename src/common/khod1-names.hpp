@@ -34,6 +34,14 @@ inline constexpr const char* incoming_lost = "org.kexec.khod1.Error.IncomingData
 inline constexpr const char* io_error = "org.kexec.khod1.Error.IOError";
 }  // namespace error
 
+// The polkit actions (org.kexec.khod1.policy): one per kind of power. A
+// caller other than root needs the action of the method it calls.
+namespace action {
+inline constexpr const char* live_update = "org.kexec.khod1.live-update";          // Handover.*
+inline constexpr const char* manage_kdump = "org.kexec.khod1.manage-kdump";        // Kdump.*
+inline constexpr const char* manage_sessions = "org.kexec.khod1.manage-sessions";  // LiveUpdate.*
+}  // namespace action
+
 // Handover.Prepare flags.
 inline constexpr std::uint64_t prepare_reuse_cmdline = 1u << 0;  // start from the running command line
 inline constexpr std::uint64_t prepare_keep_cmdline = 1u << 1;   // no kho=on / scratch parameter added

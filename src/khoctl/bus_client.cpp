@@ -1,6 +1,7 @@
 #include "bus_client.hpp"
 
 #include <fcntl.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <iostream>
@@ -15,6 +16,9 @@ std::unique_ptr<KhodClient> KhodClient::connect(BusFailure& failure) {
                                                std::strerror(-r) + " (is dbus running? khod needs it)"};
         return nullptr;
     }
+    // At a terminal polkit may ask the user to authenticate (through an agent
+    // of their session), as systemctl lets it; in scripts it must not wait.
+    (void)sd_bus_set_allow_interactive_authorization(bus, isatty(STDIN_FILENO));
     return std::unique_ptr<KhodClient>(new KhodClient(bus));
 }
 
@@ -30,7 +34,7 @@ bool KhodClient::check(int r, sd_bus_error* error, const char* what, BusFailure&
         message = std::string("khod is not running (nothing owns ") + khod1::bus_name +
                   " on the system bus); start it with `systemctl start khod`";
     } else if (name == SD_BUS_ERROR_ACCESS_DENIED) {
-        message = std::string(what) + " needs root: " + message;
+        message = std::string(what) + " was refused (root, or a user polkit allows): " + message;
     }
     failure = {name.empty() ? SD_BUS_ERROR_FAILED : name, message};
     return false;

@@ -81,8 +81,8 @@ const sd_bus_vtable HandoverObject::vtable_[] = {
     SD_BUS_VTABLE_END,
 };
 
-HandoverObject::HandoverObject(sd_bus* bus, sd_event* event, Handover* handover)
-    : bus_(bus), event_(event), handover_(handover) {
+HandoverObject::HandoverObject(sd_bus* bus, sd_event* event, Handover* handover, PolkitAuthorizer* authorizer)
+    : bus_(bus), event_(event), handover_(handover), authorizer_(authorizer) {
     if (handover_)
         handover_->on_change([this](const std::vector<std::string>& changed) { emit_changed(changed); });
 }
@@ -103,6 +103,7 @@ int HandoverObject::reply(sd_bus_message* m, sd_bus_error* error, const Result<v
 
 int HandoverObject::method_prepare(sd_bus_message* m, void* userdata, sd_bus_error* error) {
     auto* self = static_cast<HandoverObject*>(userdata);
+    if (auto done = self->authorizer_->check(m, khod1::action::live_update, error)) return *done;
     const char* kernel = nullptr;
     const char* initrd = nullptr;
     const char* cmdline = nullptr;
@@ -115,16 +116,19 @@ int HandoverObject::method_prepare(sd_bus_message* m, void* userdata, sd_bus_err
 
 int HandoverObject::method_finalize(sd_bus_message* m, void* userdata, sd_bus_error* error) {
     auto* self = static_cast<HandoverObject*>(userdata);
+    if (auto done = self->authorizer_->check(m, khod1::action::live_update, error)) return *done;
     return self->reply(m, error, self->handover_->finalize());
 }
 
 int HandoverObject::method_abort(sd_bus_message* m, void* userdata, sd_bus_error* error) {
     auto* self = static_cast<HandoverObject*>(userdata);
+    if (auto done = self->authorizer_->check(m, khod1::action::live_update, error)) return *done;
     return self->reply(m, error, self->handover_->abort());
 }
 
 int HandoverObject::method_exec(sd_bus_message* m, void* userdata, sd_bus_error* error) {
     auto* self = static_cast<HandoverObject*>(userdata);
+    if (auto done = self->authorizer_->check(m, khod1::action::live_update, error)) return *done;
     std::uint64_t flags = 0;
     int r = sd_bus_message_read(m, "t", &flags);
     if (r < 0) return r;

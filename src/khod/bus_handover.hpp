@@ -8,6 +8,7 @@
 #include "bus_liveupdate.hpp"
 #include "bus_object.hpp"
 #include "khod/kho/handover.hpp"
+#include "polkit.hpp"
 #include "sd_ptr.hpp"
 
 namespace khod {
@@ -15,7 +16,7 @@ namespace khod {
 class HandoverObject {
 public:
     // handover may be null only for --bus-introspect, where no member is called.
-    HandoverObject(sd_bus* bus, sd_event* event, Handover* handover);
+    HandoverObject(sd_bus* bus, sd_event* event, Handover* handover, PolkitAuthorizer* authorizer);
     HandoverObject(const HandoverObject&) = delete;
     HandoverObject& operator=(const HandoverObject&) = delete;
 
@@ -42,6 +43,7 @@ private:
     sd_bus* bus_;
     sd_event* event_;
     Handover* handover_;
+    PolkitAuthorizer* authorizer_;
     LiveUpdateObject* gate_ = nullptr;
     std::uint64_t exec_request_flags_ = 0;  // as the caller sent them, for the gate's second look
     SdBusSlotPtr slot_;

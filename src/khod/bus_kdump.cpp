@@ -110,8 +110,12 @@ const sd_bus_vtable KdumpObject::vtable_[] = {
 };
 
 KdumpObject::KdumpObject(sd_bus* bus, Kdump* kdump, std::string event_source,
-                         std::function<void()> after_call)
-    : bus_(bus), kdump_(kdump), event_source_(std::move(event_source)), after_call_(std::move(after_call)) {}
+                         std::function<void()> after_call, PolkitAuthorizer* authorizer)
+    : bus_(bus),
+      kdump_(kdump),
+      event_source_(std::move(event_source)),
+      after_call_(std::move(after_call)),
+      authorizer_(authorizer) {}
 
 int KdumpObject::attach() {
     return add_interface(bus_, slot_, khod1::kdump_interface, vtable_, this);
@@ -146,6 +150,7 @@ int KdumpObject::reply(sd_bus_message* m, sd_bus_error* error, const Result<void
 
 int KdumpObject::method_load(sd_bus_message* m, void* userdata, sd_bus_error* error) {
     auto* self = static_cast<KdumpObject*>(userdata);
+    if (auto done = self->authorizer_->check(m, khod1::action::manage_kdump, error)) return *done;
     const char* kernel = nullptr;
     const char* initrd = nullptr;
     const char* cmdline = nullptr;
@@ -162,11 +167,13 @@ int KdumpObject::method_load(sd_bus_message* m, void* userdata, sd_bus_error* er
 
 int KdumpObject::method_unload(sd_bus_message* m, void* userdata, sd_bus_error* error) {
     auto* self = static_cast<KdumpObject*>(userdata);
+    if (auto done = self->authorizer_->check(m, khod1::action::manage_kdump, error)) return *done;
     return self->reply(m, error, self->kdump_->unload());
 }
 
 int KdumpObject::method_reload(sd_bus_message* m, void* userdata, sd_bus_error* error) {
     auto* self = static_cast<KdumpObject*>(userdata);
+    if (auto done = self->authorizer_->check(m, khod1::action::manage_kdump, error)) return *done;
     return self->reply(m, error, self->kdump_->reload());
 }
 

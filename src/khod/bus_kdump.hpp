@@ -8,6 +8,7 @@
 #include <string>
 
 #include "khod/kdump/kdump.hpp"
+#include "polkit.hpp"
 #include "sd_ptr.hpp"
 
 namespace khod {
@@ -16,7 +17,8 @@ class KdumpObject {
 public:
     // kdump may be null only for --bus-introspect, where no member is called.
     // after_call runs after every method (khod re-arms its timer there).
-    KdumpObject(sd_bus* bus, Kdump* kdump, std::string event_source, std::function<void()> after_call);
+    KdumpObject(sd_bus* bus, Kdump* kdump, std::string event_source, std::function<void()> after_call,
+                PolkitAuthorizer* authorizer);
     KdumpObject(const KdumpObject&) = delete;
     KdumpObject& operator=(const KdumpObject&) = delete;
 
@@ -41,6 +43,7 @@ private:
     Kdump* kdump_;
     std::string event_source_;
     std::function<void()> after_call_;
+    PolkitAuthorizer* authorizer_;
     SdBusSlotPtr slot_;
 };
 

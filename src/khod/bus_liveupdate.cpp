@@ -147,6 +147,7 @@ struct LiveUpdateObject::Methods {
     }
 
     static int create_session(sd_bus_message* m, void* userdata, sd_bus_error* error) {
+        if (auto done = self(userdata).authorize(m, error)) return *done;
         const char* name = nullptr;
         Caller caller;
         int r = sd_bus_message_read(m, "s", &name);
@@ -159,6 +160,7 @@ struct LiveUpdateObject::Methods {
     }
 
     static int preserve(sd_bus_message* m, void* userdata, sd_bus_error* error) {
+        if (auto done = self(userdata).authorize(m, error)) return *done;
         const char* session = nullptr;
         std::uint64_t token = 0;
         int fd = -1;
@@ -173,6 +175,7 @@ struct LiveUpdateObject::Methods {
     }
 
     static int destroy_session(sd_bus_message* m, void* userdata, sd_bus_error* error) {
+        if (auto done = self(userdata).authorize(m, error)) return *done;
         const char* name = nullptr;
         Caller caller;
         int r = sd_bus_message_read(m, "s", &name);
@@ -183,6 +186,7 @@ struct LiveUpdateObject::Methods {
     }
 
     static int retrieve(sd_bus_message* m, void* userdata, sd_bus_error* error) {
+        if (auto done = self(userdata).authorize(m, error)) return *done;
         const char* session = nullptr;
         std::uint64_t token = 0;
         Caller caller;
@@ -201,6 +205,7 @@ struct LiveUpdateObject::Methods {
     }
 
     static int finish_session(sd_bus_message* m, void* userdata, sd_bus_error* error) {
+        if (auto done = self(userdata).authorize(m, error)) return *done;
         const char* name = nullptr;
         Caller caller;
         int r = sd_bus_message_read(m, "s", &name);
@@ -211,6 +216,7 @@ struct LiveUpdateObject::Methods {
     }
 
     static int inhibit(sd_bus_message* m, void* userdata, sd_bus_error* error) {
+        if (auto done = self(userdata).authorize(m, error)) return *done;
         const char* who = nullptr;
         const char* why = nullptr;
         Caller caller;
@@ -256,13 +262,15 @@ const sd_bus_vtable LiveUpdateObject::vtable_[] = {
 };
 
 LiveUpdateObject::LiveUpdateObject(sd_bus* bus, sd_event* event, const Sysroot* root, LuoSessions* sessions,
-                                   ExecBarrier* barrier, LiveUpdateConfig config)
+                                   ExecBarrier* barrier, LiveUpdateConfig config,
+                                   PolkitAuthorizer* authorizer)
     : bus_(bus),
       event_(event),
       root_(root),
       sessions_(sessions),
       barrier_(barrier),
       config_(config),
+      authorizer_(authorizer),
       kernel_start_usec_(boot_realtime_usec()) {
     if (sessions_)
         sessions_->on_change([this](const std::vector<std::string>& changed) { emit_changed(changed); });

@@ -19,6 +19,7 @@
 #include "khod/kho/handover.hpp"
 #include "khod/khod_config.hpp"
 #include "khod/luo/luo_sessions.hpp"
+#include "polkit.hpp"
 #include "sd_ptr.hpp"
 
 namespace khod {
@@ -27,7 +28,7 @@ class LiveUpdateObject {
 public:
     // sessions and barrier may be null only for --bus-introspect.
     LiveUpdateObject(sd_bus* bus, sd_event* event, const Sysroot* root, LuoSessions* sessions,
-                     ExecBarrier* barrier, LiveUpdateConfig config);
+                     ExecBarrier* barrier, LiveUpdateConfig config, PolkitAuthorizer* authorizer);
     LiveUpdateObject(const LiveUpdateObject&) = delete;
     LiveUpdateObject& operator=(const LiveUpdateObject&) = delete;
 
@@ -49,6 +50,10 @@ public:
 
 private:
     Result<void, Failure> write_manifest_now();
+    // Every method needs manage-sessions (the sessions are then checked to be the caller's own).
+    std::optional<int> authorize(sd_bus_message* m, sd_bus_error* error) {
+        return authorizer_->check(m, khod1::action::manage_sessions, error);
+    }
     struct Properties;  // one getter per property (bus_liveupdate.cpp)
     struct Methods;     // one handler per method
     static const sd_bus_vtable vtable_[];
@@ -64,6 +69,7 @@ private:
     LuoSessions* sessions_;
     ExecBarrier* barrier_;
     LiveUpdateConfig config_;
+    PolkitAuthorizer* authorizer_;
     LuoPhases exec_phases_;
     std::uint64_t kernel_start_usec_ = 0;
     std::uint64_t ready_usec_ = 0;

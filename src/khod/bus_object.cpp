@@ -13,8 +13,8 @@ namespace khod {
 
 int add_interface(sd_bus* bus, SdBusSlotPtr& slot, const char* interface, const sd_bus_vtable* vtable,
                   void* userdata) {
-    // Who may call what is the bus policy's job (dbus/org.kexec.khod1.conf),
-    // so the vtables mark their methods UNPRIVILEGED.
+    // khod decides who may call what (polkit.hpp), so the vtables mark their
+    // methods UNPRIVILEGED: sd-bus must not demand CAP_SYS_ADMIN on its own.
     sd_bus_slot* raw = nullptr;
     int r = sd_bus_add_object_vtable(bus, &raw, khod1::object_path, interface, vtable, userdata);
     if (r < 0) return r;

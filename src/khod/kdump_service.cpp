@@ -23,7 +23,7 @@ KdumpService::~KdumpService() {
     }
 }
 
-int KdumpService::start(sd_bus* bus, sd_event* event) {
+int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authorizer) {
     KdumpSettings settings;
     std::optional<CrashRecipe> recipe;
     std::string recipe_error;
@@ -61,7 +61,8 @@ int KdumpService::start(sd_bus* bus, sd_event* event) {
     }
     const std::string source_name = source_ ? source_->name() : "none";
 
-    object_ = std::make_unique<KdumpObject>(bus, kdump_.get(), source_name, [this] { rearm(); });
+    object_ = std::make_unique<KdumpObject>(
+        bus, kdump_.get(), source_name, [this] { rearm(); }, authorizer);
     kdump_->on_change([this](const std::vector<std::string>& changed) { object_->emit_changed(changed); });
     kdump_->on_reloaded([this](const ReloadReport& rep) {
         if (rep.ok)

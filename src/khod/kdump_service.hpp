@@ -13,6 +13,7 @@
 
 #include "bus_kdump.hpp"
 #include "khod/kdump/kdump.hpp"
+#include "polkit.hpp"
 #include "sd_ptr.hpp"
 #include "system_kdump.hpp"  // MonotonicClock
 #include "uevent_source.hpp"
@@ -29,7 +30,7 @@ public:
     KdumpService& operator=(const KdumpService&) = delete;
 
     // Reads the config, starts watching, attaches the bus object. Negative errno on failure.
-    int start(sd_bus* bus, sd_event* event);
+    int start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authorizer);
 
     // The file the udev drop-ins test: present while khod handles hotplug for kdump.
     std::filesystem::path marker_path() const { return runtime_dir_ / "kdump-hotplug"; }

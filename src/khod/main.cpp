@@ -151,19 +151,20 @@ int run(const Options& options) {
     // DBUS_SYSTEM_BUS_ADDRESS points tests at a private bus.
     if ((r = sd_bus_open_system(&raw_bus)) < 0) return fail("connecting to the system bus", r);
     khod::SdBusPtr bus(raw_bus);
-    khod::HandoverObject handover_object(bus.get(), event.get(), &handover);
+    khod::PolkitAuthorizer authorizer(bus.get());
+    khod::HandoverObject handover_object(bus.get(), event.get(), &handover, &authorizer);
     if ((r = handover_object.attach()) < 0)
         return fail(std::string("adding ") + khod1::handover_interface, r);
     khod::ExecBarrier barrier(event.get());
     khod::LiveUpdateObject liveupdate_object(bus.get(), event.get(), &root, &sessions, &barrier,
-                                             liveupdate_config(root));
+                                             liveupdate_config(root), &authorizer);
     if ((r = liveupdate_object.attach()) < 0)
         return fail(std::string("adding ") + khod1::liveupdate_interface, r);
     handover_object.set_exec_gate(&liveupdate_object);
     khod::ScratchObject scratch_object(bus.get(), &root);
     if ((r = scratch_object.attach()) < 0) return fail(std::string("adding ") + khod1::scratch_interface, r);
     khod::KdumpService kdump(root, std::move(backends->kdump), runtime_dir, options.uevent_socket);
-    if ((r = kdump.start(bus.get(), event.get())) < 0)
+    if ((r = kdump.start(bus.get(), event.get(), &authorizer)) < 0)
         return fail(std::string("adding ") + khod1::kdump_interface, r);
     if ((r = sd_bus_attach_event(bus.get(), event.get(), SD_EVENT_PRIORITY_NORMAL)) < 0)
         return fail("attaching the bus to the event loop", r);

@@ -20,6 +20,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
 
+# Debian's system.conf, trimmed to what a private bus needs: the default
+# policy denies owning names and calling methods, so the shipped policy
+# (src/khod/dbus/org.kexec.khod1.conf, included from the tree) is what lets
+# khod own its name and decides who may call it, as on a real host.
 BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
@@ -28,22 +32,47 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Config
   <auth>EXTERNAL</auth>
   <policy context="default">
     <allow user="*"/>
-    <allow own="*"/>
-    <allow send_type="method_call"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
   </policy>
+  <policy user="root">
+    <!-- busctl monitor, which some tests watch signals with -->
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+  </policy>
+  <include>{shipped_policy}</include>
+  <include>{standin_policy}</include>
 </busconfig>
 """
 
+# What polkitd's own policy file grants, for the stand-in authority.
+STANDIN_POLICY = REPO / "tests/vm/files/polkit-standin.conf"
+
+# The stand-in authority's rules unless a test says otherwise: every user may
+# hold LUO sessions (a site's polkit rule could say so), nothing else.
+DEFAULT_POLKIT_RULES = "org.kexec.khod1.manage-sessions * yes\n"
+
 
 class PrivateBus:
-    def __init__(self):
+    """A private system bus with the shipped policy, and a stand-in polkit
+    authority (tests/vm/polkit-standin) answering from self.polkit_rules."""
+
+    def __init__(self, builddir: Path = None, polkit=True):
         self.dir = Path(tempfile.mkdtemp(prefix="khod-bus-"))
         self.dir.chmod(0o755)  # callers with other uids (setpriv) must reach the socket
         self.socket = self.dir / "system_bus_socket"
         config = self.dir / "bus.conf"
-        config.write_text(BUS_CONFIG.format(socket=self.socket))
+        config.write_text(BUS_CONFIG.format(socket=self.socket, standin_policy=STANDIN_POLICY,
+                                            shipped_policy=REPO / "src/khod/dbus/org.kexec.khod1.conf"))
         self.proc = subprocess.Popen(
             ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address"],
             stdout=subprocess.PIPE, text=True)
@@ -52,8 +81,34 @@ class PrivateBus:
         if not self.address:
             raise RuntimeError("dbus-daemon did not start")
         self.env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=self.address)
+        self.polkit_rules = self.dir / "polkit-rules"
+        self.polkit_log = self.dir / "polkit-log"
+        self.polkit_rules.write_text(DEFAULT_POLKIT_RULES)
+        self.polkit = None
+        if polkit:
+            self.start_polkit(builddir or Path(os.environ.get("KHOD_BUILDDIR", REPO / "build")))
+
+    def start_polkit(self, builddir: Path, delay_ms=0):
+        self.stop_polkit()
+        self.polkit = subprocess.Popen(
+            [str(builddir / "tests/polkit-standin"), "--rules", str(self.polkit_rules), "--log", str(self.polkit_log),
+             "--delay-ms", str(delay_ms)],
+            stdout=subprocess.PIPE, text=True, env=self.env)
+        if self.polkit.stdout.readline().strip() != "ready":
+            raise RuntimeError("polkit-standin did not start")
+        self.polkit.stdout.close()
+
+    def stop_polkit(self):
+        if self.polkit:
+            self.polkit.terminate()
+            self.polkit.wait(timeout=10)
+            self.polkit = None
+
+    def polkit_queries(self):
+        return self.polkit_log.read_text().splitlines() if self.polkit_log.exists() else []
 
     def close(self):
+        self.stop_polkit()
         self.proc.terminate()
         self.proc.wait(timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)

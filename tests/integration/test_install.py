@@ -4,6 +4,7 @@ unit passes `systemd-analyze verify`."""
 import configparser
 import json
 import os
+import re
 import subprocess
 import tempfile
 import unittest
@@ -90,6 +91,20 @@ class Install(unittest.TestCase):
         self.assertIn("org.kexec.khod1", owners)
         for xml in (REPO / "src/khod/dbus").glob("org.kexec.khod1.*.xml"):
             ET.parse(self.installed(Path(interfaces) / xml.name))
+
+    def test_polkit_actions_where_polkit_looks(self):
+        policy = ET.parse(self.installed(self.datadir / "polkit-1/actions/org.kexec.khod1.policy")).getroot()
+        actions = {a.get("id"): a for a in policy.iter("action")}
+        names = (REPO / "src/common/khod1-names.hpp").read_text()
+        asked = set(re.findall(r'"(org\.kexec\.khod1\.[a-z-]+)"', names))
+        self.assertEqual(set(actions), asked, "the policy defines exactly the actions khod asks for")
+        for action_id, action in actions.items():
+            with self.subTest(action=action_id):
+                defaults = {d.tag: d.text for d in action.find("defaults")}
+                self.assertEqual(defaults, {"allow_any": "no", "allow_inactive": "no",
+                                            "allow_active": "auth_admin_keep"})
+                self.assertTrue(action.findtext("description"))
+                self.assertTrue(action.findtext("message"))
 
     def test_unit_verifies_and_names_the_bus(self):
         unitdir = pkg_var("systemd", "systemdsystemunitdir")

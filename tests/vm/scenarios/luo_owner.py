@@ -1,5 +1,13 @@
 """Who may use a LUO session khod holds, across a khod crash and a real kexec.
 
+Who may call khod at all: the shipped D-Bus policy and khod's polkit check.
+While no polkit authority runs, uid 65534's CreateSession, DestroySession of
+root's vm1, Kdump.Unload and (with the target staged) Handover.Exec are
+refused with org.freedesktop.DBus.Error.AccessDenied ("without polkit only
+root may do this") and change nothing. For the rest, a stand-in authority
+(tests/vm/polkit-standin, not polkit) grants manage-sessions to uid 65534,
+as a site's polkit rule would; it is asked about nothing else.
+
 Boot 1 (khod under the fd store stand-in): root creates session vm1 and
 preserves a 4 MiB memfd of a pattern (token 7). As uid 65534 (setpriv),
 preserving into vm1 and DestroySession vm1 are refused with
@@ -21,13 +29,18 @@ retrieves its own nobody1 token 9, which matches too, and finishes it.
 """
 
 import json
+from pathlib import Path
 
 from scenarios import _luo
-from scenarios._luo import APPEND, BINARIES, FILES, INCLUDE_BOOT, MEMORY  # noqa: F401
+from scenarios._luo import APPEND, INCLUDE_BOOT, MEMORY  # noqa: F401
 from vmtest import CheckFailed, dig, expect, expect_eq
 
-DESCRIPTION = "LUO session owners: uid 65534 refused another's session, keeps its own through a khod SIGKILL and a kexec"
+DESCRIPTION = ("LUO session owners and authorization: uid 65534 refused without polkit, refused another's session, "
+               "keeps its own through a khod SIGKILL and a kexec")
 HOST_BINARIES = [*_luo.HOST_BINARIES, "/usr/bin/dbus-send"]
+BINARIES = [*_luo.BINARIES, "polkit-standin"]
+FILES = {**_luo.FILES, str(Path(__file__).resolve().parents[1] / "files/polkit-standin.conf"):
+         "/usr/share/dbus-1/system.d/polkit-standin.conf"}
 BOOTS = 2
 BOOT_TIMEOUT = 90
 
@@ -36,6 +49,13 @@ SEED, NOBODY_SEED = 42, 43
 PROPERTIES = ["Enabled", "LiveUpdateNumber", "Outgoing", "Incoming", "Inhibitors", "PreviousRelease",
               "LastUpdatePhases"]
 NOT_OWNER = "org.kexec.khod1.Error.NotOwner"
+ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
+# Refused to uid 65534 while no polkit runs: (tag, interface, method, dbus-send arguments).
+WITHOUT_POLKIT = [
+    ("create", "LiveUpdate", "CreateSession", "string:nobody1"),
+    ("destroy-vm1", "LiveUpdate", "DestroySession", "string:vm1"),
+    ("unload", "Kdump", "Unload", ""),
+]
 
 GUEST_SCRIPT = r'''
 . /etc/khod-vm/guest-khod.sh
@@ -52,12 +72,42 @@ nobody_call() {  # TAG METHOD SESSION
     vm-marker rc-$1-dbus-send $?
     vm-put /tmp/o $1-dbus-send.txt
 }
+# as uid 65534 with dbus-send: TAG INTERFACE METHOD [ARG]
+nobody_send() {
+    $AS dbus-send --system --print-reply --dest=org.kexec.khod1 /org/kexec/khod1 org.kexec.khod1.$2."$3" $4 \
+        > /tmp/o 2>&1
+    vm-marker rc-denied-$1 $?
+    vm-put /tmp/o denied-$1.txt
+}
+# The site's rule, as a polkit rule would say it: uid 65534 may hold sessions.
+start_polkit() {
+    echo "org.kexec.khod1.manage-sessions 65534 yes" > /tmp/polkit-rules
+    polkit-standin --rules /tmp/polkit-rules --log /tmp/polkit.log > /tmp/polkit.out 2>&1 &
+    polkit_pid=$!
+    n=0
+    until grep -q ready /tmp/polkit.out; do
+        n=$((n + 1))
+        if [ $n -gt 100 ]; then echo "polkit-standin did not start"; cat /tmp/polkit.out; exit 1; fi
+        sleep 0.1
+    done
+}
+stop_polkit() {
+    kill "$polkit_pid"; wait "$polkit_pid"
+    vm-put /tmp/polkit.log polkit-$1.log
+}
 if [ "$1" = 1 ]; then
     start_khod_stored || exit 1
     # Boot 2 kexecs no further: the initramfs without /boot will do.
     ln -s /boot/initrd.gz /tmp/self-initrd.gz
     preserve_pattern ''' + f"{SIZE} {SEED}" + r'''
     vm-marker nobody-ids "$($AS id -u) $($AS id -g) $($AS id -G)"
+
+    # No polkit yet: only root may change anything.
+    busctl get-property org.kexec.khod1 /org/kexec/khod1 org.kexec.khod1.Kdump Loaded > /tmp/loaded-before.txt
+''' + "".join(f"    nobody_send {tag} {interface} {method} {arg}\n" for tag, interface, method, arg in WITHOUT_POLKIT) + r'''    busctl get-property org.kexec.khod1 /org/kexec/khod1 org.kexec.khod1.Kdump Loaded > /tmp/loaded-after.txt
+    vm-put /tmp/loaded-before.txt; vm-put /tmp/loaded-after.txt
+    lu_prop Outgoing > /tmp/outgoing-denied.json; vm-put /tmp/outgoing-denied.json
+    start_polkit
 
     $AS luo-pattern memfd ''' + f"{SIZE} {NOBODY_SEED}" + r''' -- khoctl --json luo preserve vm1 8 --fd 3 > /tmp/o 2>&1
     vm-marker rc-nobody-preserve-vm1 $?
@@ -98,9 +148,19 @@ if [ "$1" = 1 ]; then
     vm-marker khod-back "$new"
     lu_prop Outgoing > /tmp/outgoing-after-kill.json; vm-put /tmp/outgoing-after-kill.json
     cp /tmp/khod.log /tmp/khod-1.log; vm-put /tmp/khod-1.log
-    live_update_into /boot/bzImage
+    stop_polkit 1
+    stage_target /boot/bzImage
+    vm-marker state-before-denied-exec "$(busctl get-property org.kexec.khod1 /org/kexec/khod1 org.kexec.khod1.Handover State)"
+    nobody_send exec Handover Exec uint64:0
+    vm-marker state-after-denied-exec "$(busctl get-property org.kexec.khod1 /org/kexec/khod1 org.kexec.khod1.Handover State)"
+    vm-marker exec
+    khoctl exec
+    sleep 60
+    echo "still running 60 s after exec"; cat /tmp/khod.log
+    exit 1
 fi
 start_khod_stored || exit 1
+start_polkit
 $AS khoctl --json luo retrieve vm1 7 /tmp/x > /tmp/nobody-retrieve-vm1.json 2>&1
 vm-marker rc-nobody-retrieve-vm1 $?
 vm-put /tmp/nobody-retrieve-vm1.json
@@ -117,6 +177,7 @@ $AS khoctl --json luo finish nobody1 > /tmp/nobody-finish.json 2>&1
 vm-marker rc-nobody-finish $?
 vm-put /tmp/nobody-finish.json
 cp /tmp/khod.log /tmp/khod-2-end.log; vm-put /tmp/khod-2-end.log
+stop_polkit 2
 '''
 
 
@@ -129,6 +190,14 @@ def expect_refused(result, boot: int, tag: str, what: str):
     expect("belongs to uid 0" in msg, f"{what} as uid 65534: busctl said {msg!r}")
     err = result.text(f"{tag}-dbus-send.txt")
     expect(f"Error {NOT_OWNER}:" in err, f"{what} as uid 65534: dbus-send said {err!r}, not {NOT_OWNER}")
+
+
+def expect_denied(result, tag: str, what: str, because: str):
+    """nobody_send TAG was refused by khod's authorization, saying because."""
+    expect(result.marker(f"rc-denied-{tag}", boot=1).payload != "0", f"{what} as uid 65534 succeeded")
+    err = result.text(f"denied-{tag}.txt")
+    expect(f"Error {ACCESS_DENIED}:" in err and because in err,
+           f"{what} as uid 65534: dbus-send said {err!r}, not {ACCESS_DENIED} with {because!r}")
 
 
 def expect_refused_json(result, name: str, what: str):
@@ -153,6 +222,10 @@ def busctl_data(text: str):
         raise CheckFailed(f"not a busctl JSON answer: {text!r}") from None
 
 
+def busctl_data_text(text: str) -> list:
+    return files_of(busctl_data(text))
+
+
 def files_of(sessions) -> list:
     return [(s[0], s[1], [f[:2] for f in s[3]]) for s in sessions]
 
@@ -164,6 +237,23 @@ def check(result):
         expect_eq(result.marker(word, boot=1).payload, "0", f"{word} in boot 1")
     expect_eq(result.marker("nobody-ids", boot=1).payload, "65534 65534 65534",
               "uid, gid and groups under setpriv")
+
+    # Boot 1, no polkit: only root passes.
+    for tag, _, method, _ in WITHOUT_POLKIT:
+        expect_denied(result, tag, method, "without polkit only root may do this")
+    expect_eq(result.text("loaded-after.txt"), result.text("loaded-before.txt"), "Kdump.Loaded after the denied Unload")
+    expect_eq(busctl_data_text(result.text("outgoing-denied.json")), [("vm1", 0, [[7, SIZE_BYTES]])],
+              "Outgoing after the denied calls")
+    # The stand-in stopped again before the Exec: root's alone.
+    expect_denied(result, "exec", "Exec", "without polkit only root may do this")
+    staged = result.marker("state-before-denied-exec", boot=1).payload
+    expect_eq(result.marker("state-after-denied-exec", boot=1).payload, staged,
+              "Handover State after the denied Exec vs before it")
+    expect(staged.startswith("s ") and "idle" not in staged, f"the target was not staged: State {staged}")
+    for boot in (1, 2):
+        queries = result.text(f"polkit-{boot}.log").splitlines()
+        expect(queries and all(q.startswith("org.kexec.khod1.manage-sessions uid=65534 ") for q in queries),
+               f"boot {boot}: polkit was asked only about uid 65534's sessions: {queries}")
 
     # Boot 1: refused in root's session, reading is fine.
     expect(result.marker("rc-nobody-preserve-vm1", boot=1).payload != "0", "uid 65534 preserved into vm1")

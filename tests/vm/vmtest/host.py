@@ -34,6 +34,7 @@ PRODUCT_BINARIES = {
     "kexec-load-probe": "tests/kexec-load-probe",  # test-only (tests/vm/kexec-load-probe.cpp)
     "luo-pattern": "tests/luo-pattern",            # test-only (tests/vm/luo-pattern.cpp)
     "fdstore-standin": "tests/fdstore-standin",    # test-only (tests/vm/fdstore-standin.cpp)
+    "polkit-standin": "tests/polkit-standin",      # test-only (tests/vm/polkit-standin.cpp)
 }
 
 
