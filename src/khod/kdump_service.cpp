@@ -73,9 +73,11 @@ int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authoriz
             log(LOG_ERR, "kdump: reload (%s) failed: %s", rep.cause.c_str(), rep.error.c_str());
         object_->emit_reloaded(rep);
     });
+    kdump_->on_record_error([](const Error& e) { log(LOG_WARNING, "kdump: %s", e.describe().c_str()); });
     // On the bus before start(): start() announces what it found.
     if (int r = object_->attach(); r < 0) return r;
     kdump_->start(recipe, recipe_error);
+    if (!kdump_->recovery().empty()) log(LOG_NOTICE, "kdump: %s", kdump_->recovery().c_str());
 
     sd_event_source* timer = nullptr;
     // 1 ms accuracy: the default (250 ms) would blur the settle interval.

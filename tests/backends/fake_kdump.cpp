@@ -3,6 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <csignal>
+#include <filesystem>
+
 #include "khod/base/caller_file.hpp"
 #include "khod/base/fd.hpp"
 
@@ -33,6 +36,15 @@ Result<void> FakeKdumpBackend::set_crash(bool loaded) {
     return {};
 }
 
+void FakeKdumpBackend::maybe_killed_at(const char* point) const {
+    const KernelPath knob = root_.resolve("/fake-kdump/kill-at");
+    auto wanted = read_trimmed(knob);
+    if (!wanted || *wanted != point) return;
+    std::error_code ec;
+    std::filesystem::remove(knob.host, ec);  // the restarted khod must live
+    std::raise(SIGKILL);
+}
+
 Result<void> FakeKdumpBackend::load_crash(const CrashRecipe& recipe) {
     loads.push_back(recipe);
     // Opened as kexec_file_load() opens them, so a FIFO cannot hang the fake either.
@@ -43,16 +55,21 @@ Result<void> FakeKdumpBackend::load_crash(const CrashRecipe& recipe) {
             return initrd.error();
     if (fail_before_free) return errno_error(*fail_before_free, recipe.kernel, "kexec_file_load (fake)");
     if (auto r = set_crash(false); !r) return r;
+    maybe_killed_at("load-after-free");
     if (during_load) during_load();
     if (fail_after_free) return errno_error(*fail_after_free, recipe.kernel, "kexec_file_load (fake)");
     if (!looks_like_bzimage(kernel->fd.get()))
         return errno_error(ENOEXEC, recipe.kernel, "kexec_file_load (fake): not a bzImage");
-    return set_crash(true);
+    auto r = set_crash(true);
+    if (r) maybe_killed_at("load-after-load");
+    return r;
 }
 
 Result<void> FakeKdumpBackend::unload_crash() {
     ++unloads;
-    return set_crash(false);
+    auto r = set_crash(false);
+    if (r) maybe_killed_at("unload-after-free");
+    return r;
 }
 
 }  // namespace khod

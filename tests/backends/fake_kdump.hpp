@@ -5,6 +5,12 @@
 // crash image is freed (crash_loaded 0), then the new one is read, and an
 // image that is not a bzImage fails with ENOEXEC, leaving none loaded; a
 // loaded kexec_file image reads crash_hotplug 1. Refuses the live system.
+//
+// For tests that kill khod inside a step (the bus tier, through
+// `khod --fake-kexec`): when <sysroot>/fake-kdump/kill-at names a point the
+// backend reaches (load-after-free, load-after-load, unload-after-free), the
+// file is removed and the process gets SIGKILL there, as if killed by an
+// operator or the OOM killer at that moment.
 #pragma once
 
 #include <functional>
@@ -35,6 +41,7 @@ public:
 
 private:
     Result<void> set_crash(bool loaded);
+    void maybe_killed_at(const char* point) const;
     const Sysroot& root_;
 };
 

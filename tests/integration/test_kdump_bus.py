@@ -188,21 +188,27 @@ class LoadUnloadRollback(KdumpBusTest):
         self.assertEqual(doc["kdump"]["Reloads"], 1, "it replaced the captured image")
         self.assertTrue(doc["kdump"]["Managed"])
 
-    def test_a_failed_load_rolls_back_to_the_last_good_image(self):
+    def test_what_the_loader_would_refuse_costs_no_crash_kernel(self):
+        # kexec_file_load frees the loaded crash image before it reads the
+        # new one: these must be refused before the kernel is asked.
         rc, doc = self.ctl("load", "--kernel", str(KERNEL), "--append", "nr_cpus=1")
         self.assertEqual(rc, 0, doc)
+        windows = self.status()["UnloadedWindows"]
         not_a_kernel = self.tmp / "vmlinuz-broken"
         not_a_kernel.write_bytes(b"\x7fELF" + b"\0" * 8192)
-        rc, doc = self.ctl("load", "--kernel", str(not_a_kernel))
-        self.assertEqual(rc, 1, doc)
-        self.assertEqual(doc["error"]["name"], "org.kexec.khod1.Error.KernelRefused")
-        self.assertIn("rolled back", doc["error"]["message"])
-        st = self.status()
-        self.assertTrue(st["Loaded"])
-        self.assertEqual(st["Recipe"]["kernel"], str(KERNEL))
-        self.assertIn("KernelRefused", st["LastError"])
-        self.assertEqual(self.khod.read(CRASH_LOADED).strip(), "1")
-        self.assertFalse(any(w["open"] for w in st["UnloadedWindows"]))
+        for args, says in ((("--kernel", str(not_a_kernel)), "is not a bzImage"),
+                           (("--kernel", str(KERNEL), "--append", "x" * 5000), "command line")):
+            with self.subTest(says=says):
+                rc, doc = self.ctl("load", *args)
+                self.assertEqual(rc, 1, doc)
+                self.assertEqual(doc["error"]["name"], "org.kexec.khod1.Error.PreflightFailed")
+                self.assertIn(says, doc["error"]["message"])
+                st = self.status()
+                self.assertTrue(st["Loaded"])
+                self.assertEqual(st["Recipe"]["kernel"], str(KERNEL))
+                self.assertIn("PreflightFailed", st["LastError"])
+                self.assertEqual(self.khod.read(CRASH_LOADED).strip(), "1")
+                self.assertEqual(st["UnloadedWindows"], windows, "no window without a crash kernel")
 
     def test_missing_file_is_refused_before_anything_is_unloaded(self):
         rc, doc = self.ctl("load", "--kernel", str(self.tmp / "nope"))
@@ -280,3 +286,59 @@ class ImportedFromKdumpTools(KdumpBusTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class KilledInsideAStep(KdumpBusTest):
+    """khod SIGKILLed from inside the fake backend (fake-kdump/kill-at), at
+    each point a crash load or unload passes; the next khod must put back
+    what the kill took away before it reports ready."""
+
+    conf = ("[Kdump]\nKernel={kernel}\nInitrd={initrd}\nCommandLine=console=ttyS0 nr_cpus=1\n"
+            "SettleSec=200ms\nMaxDelaySec=2\n")
+
+    def kill_at(self, point, trigger):
+        knob = self.khod.sysroot / "fake-kdump/kill-at"
+        knob.parent.mkdir(exist_ok=True)
+        knob.write_text(point + "\n")
+        trigger()
+        self.assertEqual(self.khod.proc.wait(timeout=15), -signal.SIGKILL, self.khod.log.read_text())
+        self.assertFalse(knob.exists())
+
+    def restart(self):
+        self.khod.start()  # returns at READY=1
+        return self.khod.read(CRASH_LOADED).strip()
+
+    def test_inside_a_storms_reload_the_crash_kernel_is_back_before_ready(self):
+        self.kill_at("load-after-free", lambda: self.khod.send_events(storm(20)))
+        self.assertEqual(self.khod.read(CRASH_LOADED).strip(), "0", "killed with no crash kernel loaded")
+        self.assertEqual(self.restart(), "1", "loaded again before READY=1")
+        st = self.status()
+        self.assertTrue(st["Loaded"])
+        self.assertTrue(st["Managed"])
+        [window] = st["UnloadedWindows"]
+        self.assertFalse(window["open"])
+        self.assertTrue(window["cause"].startswith("khod restart: khod was stopped inside a load"), window)
+        self.assertIn("kdump: the crash kernel khod manages was not loaded at start (khod was stopped inside a load",
+                      self.khod.log.read_text())
+
+    def test_inside_a_load_after_the_kernel_took_it_the_new_recipe_stands(self):
+        def load():
+            self.khod.khoctl("--sysroot", str(self.khod.sysroot), "kdump", "load", "--kernel", str(KERNEL),
+                             "--append", "nr_cpus=1 the-new-one", timeout=15)
+        self.kill_at("load-after-load", load)
+        self.assertEqual(self.restart(), "1")
+        st = self.status()
+        self.assertTrue(st["Managed"])
+        self.assertIn("the-new-one", st["Recipe"]["cmdline"])
+        self.assertEqual(st["UnloadedWindows"], [], "nothing was put back: nothing was missing")
+        self.assertIn("reloads use that recipe", self.khod.log.read_text())
+
+    def test_inside_an_unload_the_unload_stands(self):
+        rc, doc = self.ctl("reload")
+        self.assertEqual(rc, 0, doc)
+        self.kill_at("unload-after-free", lambda: self.ctl("unload"))
+        self.assertEqual(self.restart(), "0", "the Unload asked for is not undone")
+        st = self.status()
+        self.assertFalse(st["Loaded"])
+        self.assertFalse(st["Managed"])
+        self.assertIn("stopped inside an Unload; no crash kernel is loaded, as asked", self.khod.log.read_text())

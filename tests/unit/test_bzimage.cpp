@@ -35,9 +35,6 @@ void put16(std::vector<unsigned char>& b, std::size_t off, std::uint16_t v) {
 void put32(std::vector<unsigned char>& b, std::size_t off, std::uint32_t v) {
     for (int i = 0; i < 4; ++i) b[off + i] = (v >> (8 * i)) & 0xff;
 }
-void put64(std::vector<unsigned char>& b, std::size_t off, std::uint64_t v) {
-    for (int i = 0; i < 8; ++i) b[off + i] = (v >> (8 * i)) & 0xff;
-}
 std::uint16_t get16(const std::vector<unsigned char>& b, std::size_t off) {
     return static_cast<std::uint16_t>(b[off] | (b[off + 1] << 8));
 }
@@ -47,29 +44,9 @@ std::uint32_t get32(const std::vector<unsigned char>& b, std::size_t off) {
     return v;
 }
 
-// A minimal image the kernel's probe accepts: 4 setup sectors (written as 0,
-// which means 4), protocol 2.15, 64-bit, loadable above 4 GiB, a version
-// string in the setup code and 8 KiB of "kernel" after it.
 std::vector<unsigned char> good_image() {
-    std::vector<unsigned char> b(5 * 512 + 8192, 0);
-    b[0x1f1] = 0;  // setup_sects: 0 means 4
-    put16(b, 0x1fe, 0xAA55);
-    b[0x200] = 0xeb;
-    b[0x201] = 0x6a;  // jump: header ends at 0x26c
-    std::memcpy(&b[0x202], "HdrS", 4);
-    put16(b, 0x206, 0x020f);
-    put16(b, 0x20e, 0x0400);  // version string at 0x600
-    b[0x211] = kLoadedHigh;
-    put32(b, 0x230, 0x200000);
-    b[0x234] = 1;
-    b[0x235] = 21;
-    put16(b, 0x236, kXlfKernel64 | kXlfCanBeLoadedAbove4G);
-    put32(b, 0x238, 2047);
-    put64(b, 0x258, 0x1000000);
-    put32(b, 0x260, 0x100000);
-    const char version[] = "9.9.9-test (me@here) #1";
-    std::memcpy(&b[0x600], version, sizeof version);
-    return b;
+    const std::string b = khod::test::minimal_bzimage();
+    return {b.begin(), b.end()};
 }
 
 class Crafted : public ::testing::Test {

@@ -27,17 +27,16 @@ struct FakeClock : Clock {
     Usec now() const override { return t; }
 };
 
-// A file the fake backend takes for a bzImage ("HdrS" at 0x202), and one it does not.
+// A bzImage the loader's checks accept, and a file that is none.
 void write_kernel(const TempTree& tree, const std::string& rel, bool valid) {
-    std::string data(0x400, '\0');
-    if (valid) data.replace(0x202, 4, "HdrS");
-    tree.write(rel, data);
+    tree.write(rel, valid ? khod::test::minimal_bzimage() : std::string(0x400, '\0'));
 }
 
 struct Bench {
     explicit Bench(const char* name, KdumpSettings settings = {}) {
         tree.copy_from(fixture(name));
         write_kernel(tree, "boot/vmlinuz", true);
+        write_kernel(tree, "boot/vmlinuz-new", true);
         write_kernel(tree, "boot/broken", false);
         tree.write("boot/initrd", "initrd");
         kdump = std::make_unique<Kdump>(root, backend, clock, settings, tree.root() / "run");
@@ -315,8 +314,17 @@ TEST(Kdump, AFailedReloadPutsTheLastGoodImageBack) {
     b.kdump->start(std::nullopt);
     ASSERT_TRUE(b.kdump->load(b.recipe()));  // replaces the captured image: a reload
     EXPECT_EQ(b.kdump->reloads(), 1u);
-    // The kernel frees the old image, then finds the new file is no bzImage.
-    auto r = b.kdump->load(b.recipe("boot/broken"));
+    // The kernel frees the old image, then fails to load the new one.
+    bool first = true;  // only the new image fails, not the rollback
+    b.backend.during_load = [&] {
+        b.clock.t += 300 * ms;
+        if (first)
+            b.backend.fail_after_free = ENOEXEC;
+        else
+            b.backend.fail_after_free.reset();
+        first = false;
+    };
+    auto r = b.kdump->load(b.recipe("boot/vmlinuz-new"));
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().kind, Errc::kernel_refused);
     EXPECT_EQ(r.error().error.code, ENOEXEC);
@@ -325,7 +333,7 @@ TEST(Kdump, AFailedReloadPutsTheLastGoodImageBack) {
     EXPECT_EQ(b.backend.loads[2].kernel, b.recipe().kernel) << "the rollback loads the last good recipe";
     EXPECT_EQ(b.read("sys/kernel/kexec/crash_loaded"), "1");
     EXPECT_TRUE(b.kdump->loaded());
-    EXPECT_EQ(b.kdump->recipe()->kernel, b.recipe().kernel) << "the broken recipe is not kept";
+    EXPECT_EQ(b.kdump->recipe()->kernel, b.recipe().kernel) << "the failed recipe is not kept";
     EXPECT_NE(b.kdump->last_error().find("KernelRefused"), std::string::npos);
     // Both windows were measured and closed.
     ASSERT_EQ(b.kdump->windows().size(), 2u);
@@ -380,6 +388,166 @@ TEST(Kdump, UnreadableFilesAreRefusedBeforeAnythingIsUnloaded) {
     EXPECT_EQ(r.error().error.code, ENOENT);
     EXPECT_TRUE(b.backend.loads.empty());
     EXPECT_TRUE(b.kdump->loaded());
+}
+
+TEST(Kdump, WhatTheLoaderWouldRefuseIsRefusedBeforeAnythingIsUnloaded) {
+    Bench b("kdump-7.2-file");
+    b.kdump->start(std::nullopt);
+    auto expect_refused = [&](const CrashRecipe& recipe, const std::string& says) {
+        auto r = b.kdump->load(recipe);
+        ASSERT_FALSE(r);
+        EXPECT_EQ(r.error().kind, Errc::preflight_failed) << r.error().describe();
+        EXPECT_NE(r.error().describe().find(says), std::string::npos) << r.error().describe();
+        EXPECT_TRUE(b.backend.loads.empty()) << "the kernel was never asked";
+        EXPECT_TRUE(b.kdump->loaded());
+        EXPECT_TRUE(b.kdump->windows().empty());
+    };
+    expect_refused(b.recipe("boot/broken"), "is not a bzImage");
+    CrashRecipe long_line = b.recipe();
+    long_line.cmdline = std::string(2100, 'x');
+    expect_refused(long_line, "2047");
+    b.set("sys/kernel/kexec/crash_size", "1048576");  // 1 MiB: kernel (1 MiB) and initrd do not fit
+    expect_refused(b.recipe(), "more than the crashkernel= region's 1 MiB");
+    b.set("sys/kernel/kexec/crash_size", "0");
+    expect_refused(b.recipe(), "no crashkernel= region");
+    b.set("sys/kernel/kexec/crash_size", "268435456");
+    EXPECT_TRUE(b.kdump->load(b.recipe()));
+}
+
+TEST(Kdump, TheIntentIsRecordedBeforeTheKernelIsAsked) {
+    Bench b("kdump-7.2-file");
+    b.kdump->start(std::nullopt);
+    std::optional<KdumpRecord> during;
+    b.backend.during_load = [&] {
+        during = read_kdump_record(b.kdump->record_path(), b.read("proc/sys/kernel/random/boot_id"));
+    };
+    ASSERT_TRUE(b.kdump->load(b.recipe()));
+    ASSERT_TRUE(during && during->intent);
+    EXPECT_EQ(during->intent->step, KdumpIntent::Step::load);
+    EXPECT_EQ(during->intent->recipe->kernel, b.recipe().kernel);
+    auto after = read_kdump_record(b.kdump->record_path(), b.read("proc/sys/kernel/random/boot_id"));
+    ASSERT_TRUE(after);
+    EXPECT_FALSE(after->intent) << "the step ended and the record says so";
+    EXPECT_TRUE(after->managed);
+    EXPECT_EQ(after->last_good->kernel, b.recipe().kernel);
+}
+
+// What a SIGKILL inside a load leaves: the record as written just before the
+// kernel was asked, and the kernel's state at that moment.
+struct KilledInside {
+    explicit KilledInside(Bench& b) : b(b) {}
+    // Runs step, keeping the record and crash_loaded as they were inside the backend call.
+    template <class Step>
+    void step(Step&& s) {
+        std::string record, loaded;
+        b.backend.during_load = [&] {
+            std::ifstream in(b.kdump->record_path());
+            record.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+            loaded = b.read("sys/kernel/kexec/crash_loaded");
+        };
+        s();
+        b.backend.during_load = nullptr;
+        b.tree.write("run/kdump.json", record);
+        b.set("sys/kernel/kexec/crash_loaded", loaded);
+    }
+    Bench& b;
+};
+
+TEST(Kdump, KilledInsideALoadTheNextStartLoadsTheLastGoodImageBeforeAnythingElse) {
+    Bench b("kdump-7.2-file");
+    b.kdump->start(std::nullopt);
+    ASSERT_TRUE(b.kdump->load(b.recipe()));
+    KilledInside(b).step([&] { (void)b.kdump->load(b.recipe("boot/vmlinuz-new")); });
+    ASSERT_EQ(b.read("sys/kernel/kexec/crash_loaded"), "0")
+        << "the kill came after the kernel freed the image";
+    b.backend.loads.clear();
+    b.clock.t += 3 * sec;  // khod comes back 3 s later
+    Kdump again(b.root, b.backend, b.clock, {}, b.tree.root() / "run");
+    again.start(std::nullopt);
+    ASSERT_EQ(b.backend.loads.size(), 1u);
+    EXPECT_EQ(b.backend.loads[0].kernel, b.recipe().kernel)
+        << "the last good image, not the one being loaded";
+    EXPECT_EQ(b.read("sys/kernel/kexec/crash_loaded"), "1");
+    EXPECT_TRUE(again.managed());
+    EXPECT_NE(again.recovery().find("stopped inside a load"), std::string::npos) << again.recovery();
+    EXPECT_NE(again.recovery().find("loaded " + b.recipe().kernel + " again"), std::string::npos)
+        << again.recovery();
+    ASSERT_EQ(again.windows().size(), 1u);
+    EXPECT_FALSE(again.windows()[0].open);
+    EXPECT_GE(again.windows()[0].duration(b.clock.t), 3 * sec) << "counted from the step's start";
+    EXPECT_FALSE(read_kdump_record(again.record_path(), b.read("proc/sys/kernel/random/boot_id"))->intent);
+}
+
+TEST(Kdump, KilledAfterTheLoadWentThroughTheNewRecipeIsKept) {
+    Bench b("kdump-7.2-file");
+    b.kdump->start(std::nullopt);
+    ASSERT_TRUE(b.kdump->load(b.recipe()));
+    std::string record;
+    b.backend.during_load = [&] {
+        std::ifstream in(b.kdump->record_path());
+        record.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    };
+    ASSERT_TRUE(b.kdump->load(b.recipe("boot/vmlinuz-new")));
+    b.tree.write("run/kdump.json", record);  // killed before the record said it was done
+    b.backend.loads.clear();
+    Kdump again(b.root, b.backend, b.clock, {}, b.tree.root() / "run");
+    again.start(std::nullopt);
+    EXPECT_TRUE(b.backend.loads.empty()) << "a crash kernel is loaded: nothing to put back";
+    EXPECT_EQ(again.recipe()->kernel, b.recipe("boot/vmlinuz-new").kernel);
+    EXPECT_TRUE(again.managed());
+}
+
+TEST(Kdump, KilledInsideAnUnloadTheUnloadStands) {
+    Bench b("kdump-7.2-file");
+    b.kdump->start(std::nullopt);
+    ASSERT_TRUE(b.kdump->load(b.recipe()));
+    const std::string boot = b.read("proc/sys/kernel/random/boot_id");
+    auto record = *read_kdump_record(b.kdump->record_path(), boot);
+    record.intent = KdumpIntent{KdumpIntent::Step::unload, std::nullopt, b.clock.t};
+    ASSERT_TRUE(write_kdump_record(b.kdump->record_path(), record, boot));
+    b.set("sys/kernel/kexec/crash_loaded", "0");
+    b.backend.loads.clear();
+    Kdump again(b.root, b.backend, b.clock, {}, b.tree.root() / "run");
+    again.start(std::nullopt);
+    EXPECT_TRUE(b.backend.loads.empty());
+    EXPECT_FALSE(again.managed());
+    EXPECT_NE(again.recovery().find("as asked"), std::string::npos) << again.recovery();
+}
+
+TEST(Kdump, AManagedCrashKernelUnloadedWhileKhodWasDownIsLoadedAgain) {
+    Bench b("kdump-7.2-file");
+    b.kdump->start(std::nullopt);
+    ASSERT_TRUE(b.kdump->load(b.recipe()));
+    b.set("sys/kernel/kexec/crash_loaded", "0");  // kexec -p -u while khod was stopped
+    b.backend.loads.clear();
+    Kdump again(b.root, b.backend, b.clock, {}, b.tree.root() / "run");
+    again.start(std::nullopt);
+    ASSERT_EQ(b.backend.loads.size(), 1u);
+    EXPECT_TRUE(again.loaded());
+    EXPECT_NE(again.recovery().find("unloaded while khod was not running"), std::string::npos)
+        << again.recovery();
+}
+
+TEST(KdumpRecord, DamagedOrForeignRecordsCountForNothing) {
+    const KdumpRecord r{true, CrashRecipe{"/k", "/i", "c", "s"}, CrashRecipe{"/k", "", "c", "s"},
+                        KdumpIntent{KdumpIntent::Step::load, CrashRecipe{"/n", "", "c", "s"}, 42}};
+    const std::string text = format_kdump_record(r, "boot-a");
+    auto back = parse_kdump_record(text, "boot-a");
+    ASSERT_TRUE(back);
+    EXPECT_TRUE(back->managed);
+    EXPECT_EQ(back->last_good->initrd, "");
+    EXPECT_EQ(back->intent->recipe->kernel, "/n");
+    EXPECT_EQ(back->intent->since, 42u);
+    EXPECT_FALSE(parse_kdump_record(text, "boot-b")) << "another boot's";
+    EXPECT_FALSE(parse_kdump_record(text.substr(0, text.size() / 2), "boot-a")) << "truncated";
+    EXPECT_FALSE(parse_kdump_record(R"({"version":1,"boot_id":"boot-a","managed":"yes"})", "boot-a"));
+    EXPECT_FALSE(parse_kdump_record(
+        R"({"version":1,"boot_id":"boot-a","managed":true,"recipe":{"kernel":7}})", "boot-a"));
+    EXPECT_FALSE(parse_kdump_record(
+        R"({"version":1,"boot_id":"boot-a","managed":true,"intent":{"step":"dance","since_usec":1}})",
+        "boot-a"));
+    EXPECT_FALSE(parse_kdump_record("\xff\xfe not json", "boot-a"));
+    EXPECT_FALSE(parse_kdump_record(R"([1,2])", "boot-a"));
 }
 
 TEST(Kdump, NoRecipeIsReported) {

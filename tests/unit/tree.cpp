@@ -1,8 +1,11 @@
 #include "tree.hpp"
 
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <stdexcept>
+
+#include "khod/kexec/bzimage.hpp"
 
 namespace khod::test {
 
@@ -46,6 +49,36 @@ void TempTree::remove(const std::string& rel) const {
 
 std::filesystem::path fixture(const std::string& name) {
     return std::filesystem::path(KHOD_FIXTURES) / name;
+}
+
+namespace {
+
+void put_le(std::string& b, std::size_t off, std::uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) b[off + i] = static_cast<char>((v >> (8 * i)) & 0xff);
+}
+
+}  // namespace
+
+std::string minimal_bzimage() {
+    std::string b(5 * 512 + 8192, '\0');
+    b[0x1f1] = 0;  // setup_sects: 0 means 4
+    put_le(b, 0x1fe, 0xAA55, 2);
+    b[0x200] = static_cast<char>(0xeb);
+    b[0x201] = 0x6a;  // jump: header ends at 0x26c
+    b.replace(0x202, 4, "HdrS");
+    put_le(b, 0x206, 0x020f, 2);
+    put_le(b, 0x20e, 0x0400, 2);  // version string at 0x600
+    b[0x211] = static_cast<char>(kLoadedHigh);
+    put_le(b, 0x230, 0x200000, 4);
+    b[0x234] = 1;
+    b[0x235] = 21;
+    put_le(b, 0x236, kXlfKernel64 | kXlfCanBeLoadedAbove4G, 2);
+    put_le(b, 0x238, 2047, 4);
+    put_le(b, 0x258, 0x1000000, 8);
+    put_le(b, 0x260, 0x100000, 4);
+    const std::string version = "9.9.9-test (me@here) #1";
+    b.replace(0x600, version.size() + 1, version.c_str(), version.size() + 1);
+    return b;
 }
 
 }  // namespace khod::test

@@ -28,4 +28,10 @@ private:
 
 std::filesystem::path fixture(const std::string& name);
 
+// A minimal image the kernel's bzImage64 probe accepts: 4 setup sectors
+// (written as 0, which means 4), protocol 2.15, 64-bit, loadable above 4 GiB,
+// cmdline_size 2047, init_size 1 MiB, a version string ("9.9.9-test") in the
+// setup code and 8 KiB of "kernel" after it.
+std::string minimal_bzimage();
+
 }  // namespace khod::test

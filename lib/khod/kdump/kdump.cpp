@@ -8,6 +8,7 @@
 #include <system_error>
 
 #include "khod/base/caller_file.hpp"
+#include "khod/kdump/crash_preflight.hpp"
 
 namespace khod {
 
@@ -120,56 +121,72 @@ void Kdump::close_window(Usec end) {
         }
 }
 
-void Kdump::save_record() const {
-    nlohmann::json j = {{"version", 1}, {"boot_id", boot_id(root_)}, {"managed", managed_}};
-    if (recipe_)
-        j["recipe"] = {{"kernel", recipe_->kernel},
-                       {"initrd", recipe_->initrd},
-                       {"cmdline", recipe_->cmdline},
-                       {"source", recipe_->source}};
-    std::error_code ec;
-    std::filesystem::create_directories(state_dir_, ec);
-    std::filesystem::path tmp = record_path();
-    tmp += ".tmp";
-    {
-        std::ofstream out(tmp, std::ios::trunc);
-        out << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
-        if (!out) return;  // the record only helps a restarted khod; losing it loses no kernel state
-    }
-    std::filesystem::rename(tmp, record_path(), ec);
+void Kdump::save_record(std::optional<KdumpIntent> intent) const {
+    const KdumpRecord record{managed_, recipe_, last_good_, std::move(intent)};
+    // Without the record a restarted khod knows less, but no kernel state is
+    // lost by it: the step goes on, and the failure is in the journal.
+    if (auto r = write_kdump_record(record_path(), record, boot_id(root_)); !r && record_listener_)
+        record_listener_(r.error());
 }
 
 void Kdump::start(std::optional<CrashRecipe> configured, const std::string& configured_error) {
     const Snapshot before = snapshot();
     refresh();
     recipe_ = std::move(configured);
-    bool record_managed = false;
-    if (std::ifstream in(record_path()); in) {
-        auto j = nlohmann::json::parse(in, nullptr, false);
-        try {
-            if (!j.is_discarded() && j.is_object() && j.value("version", 0) == 1 &&
-                j.value("boot_id", std::string("?")) == boot_id(root_)) {
-                record_managed = j.value("managed", false);
-                if (j.contains("recipe") && j["recipe"].is_object()) {
-                    const auto& r = j["recipe"];
-                    recipe_ = CrashRecipe{r.value("kernel", ""), r.value("initrd", ""),
-                                          r.value("cmdline", ""), r.value("source", "khoctl kdump load")};
-                }
-            }
-        } catch (const nlohmann::json::exception&) {
-            // A field of the wrong type (a hand-edited record): the record counts for nothing.
-            record_managed = false;
-        }
+    const auto record = read_kdump_record(record_path(), boot_id(root_));
+    if (record) {
+        if (record->recipe) recipe_ = record->recipe;
+        last_good_ = record->last_good ? record->last_good : record->recipe;
     }
-    if (record_managed && loaded()) {
-        managed_ = true;
-        last_good_ = recipe_;
-    } else if (record_managed) {
-        last_error_ = "the crash kernel khod loaded was unloaded outside khod; Load or Reload loads it again";
+    if (record && (record->managed || record->intent)) {
+        recover(*record);
     } else if (!recipe_ && !configured_error.empty()) {
         last_error_ = "NoRecipe: " + configured_error;
     }
     notify(before);
+}
+
+void Kdump::recover(const KdumpRecord& record) {
+    const auto& intent = record.intent;
+    const bool killed_in_load = intent && intent->step == KdumpIntent::Step::load;
+    if (loaded()) {
+        managed_ = true;
+        // The load khod was killed in may have gone through; the image the
+        // kernel holds is then the one asked for, so reloads use it (and
+        // still roll back to the last good one).
+        if (killed_in_load && intent->recipe) {
+            recipe_ = intent->recipe;
+            recovery_ = "khod was stopped inside a load of " + intent->recipe->kernel +
+                        "; a crash kernel is loaded, and reloads use that recipe";
+            save_record();
+        }
+        return;
+    }
+    if (intent && intent->step == KdumpIntent::Step::unload) {
+        managed_ = false;  // the Unload asked for went through
+        add_window(UnloadedWindow{intent->since, 0, true, "Unload"});
+        recovery_ = "khod was stopped inside an Unload; no crash kernel is loaded, as asked";
+        save_record();
+        return;
+    }
+    std::optional<CrashRecipe> good = last_good_;
+    if (!good && killed_in_load) good = intent->recipe;  // nothing of khod's before it
+    if (!good) good = recipe_;
+    const std::string why = killed_in_load ? "khod was stopped inside a load (" +
+                                                 intent->recipe.value_or(CrashRecipe{}).kernel + ")"
+                                           : "it was unloaded while khod was not running";
+    if (!good) {
+        last_error_ =
+            "the crash kernel khod managed is not loaded (" + why + ") and no recipe is known; Load one";
+        recovery_ = last_error_;
+        return;
+    }
+    const Usec since = killed_in_load ? intent->since : clock_.now();
+    add_window(UnloadedWindow{since, 0, true, "khod restart: " + why});
+    Outcome o = do_load(*good, "khod restart", 0, true, false);
+    recovery_ = "the crash kernel khod manages was not loaded at start (" + why + "): " +
+                (o.ok ? "loaded " + good->kernel + " again"
+                      : "loading " + good->kernel + " again failed (" + o.error.describe() + "), retrying");
 }
 
 bool Kdump::missed_by_load(const HotplugEvent& event, Usec now) const {
@@ -298,9 +315,12 @@ void Kdump::act(const std::string& cause, std::uint64_t events, bool cpu, bool m
 Kdump::Outcome Kdump::do_load(const CrashRecipe& recipe, const std::string& cause, std::uint64_t events,
                               bool report, bool hotplug) {
     refresh();
+    if (auto checked = check_crash_recipe(root_, recipe); !checked)
+        return refuse_load(checked.error(), cause, events, report, hotplug);
     const bool was_loaded = loaded();
     const auto seq_start = read_uevent_seqnum(root_);
     const Usec t0 = clock_.now();
+    save_record(KdumpIntent{KdumpIntent::Step::load, recipe, t0});
     auto r = backend_.load_crash(recipe);
     Usec t1 = clock_.now();
     ReloadReport rep{cause, events, t1 - t0, 0, false, {}};
@@ -344,6 +364,7 @@ Kdump::Outcome Kdump::do_load(const CrashRecipe& recipe, const std::string& caus
             if (was_loaded) open_window(t0, cause + ": the load failed");
             std::string rollback_note;
             if (last_good_) {
+                save_record(KdumpIntent{KdumpIntent::Step::load, *last_good_, t0});
                 auto rb = backend_.load_crash(*last_good_);
                 const Usec t2 = clock_.now();
                 rep.duration = t2 - t0;
@@ -381,6 +402,20 @@ Kdump::Outcome Kdump::do_load(const CrashRecipe& recipe, const std::string& caus
     return out;
 }
 
+Kdump::Outcome Kdump::refuse_load(const Failure& why, const std::string& cause, std::uint64_t events,
+                                  bool report, bool hotplug) {
+    Outcome out{false, why.error, why.kind};
+    last_error_ = std::string(to_string(why.kind)) + ": " + why.describe() +
+                  (loaded() ? " (the previous crash kernel is still loaded)" : "");
+    if (hotplug) {
+        dirty_ = true;  // still stale: try again, the files may be mended
+        retry_at_ = clock_.now() + settings_.retry;
+    }
+    if (report && reload_listener_)
+        reload_listener_(ReloadReport{cause, events, 0, 0, false, why.describe()});
+    return out;
+}
+
 Result<void, Failure> Kdump::load(CrashRecipe recipe) {
     const Snapshot before = snapshot();
     auto done = [&](Result<void, Failure> r) {
@@ -393,12 +428,6 @@ Result<void, Failure> Kdump::load(CrashRecipe recipe) {
     if (!recipe.initrd.empty() && recipe.initrd.front() != '/')
         return done(fail(Errc::invalid_argument,
                          plain_error(recipe.initrd, "the initrd must be given as an absolute path")));
-    // Checked here so a typo (or a FIFO) never costs the loaded crash kernel.
-    if (auto k = open_regular_file(recipe.kernel, "the crash kernel"); !k)
-        return done(fail(Errc::invalid_argument, k.error()));
-    if (!recipe.initrd.empty())
-        if (auto i = open_regular_file(recipe.initrd, "the initrd"); !i)
-            return done(fail(Errc::invalid_argument, i.error()));
     refresh();
     if (cap_.kexec.crash_loaded.state == ProbeState::unsupported)
         return done(fail(Errc::not_supported, plain_error(cap_.kexec.crash_loaded.path,
@@ -406,8 +435,10 @@ Result<void, Failure> Kdump::load(CrashRecipe recipe) {
                                                           "CRASH_DUMP)")));
     if (recipe.source.empty()) recipe.source = "khoctl kdump load";
     const bool was_loaded = loaded();
+    // do_load checks the recipe first, so a typo, a FIFO or a kernel the
+    // loader would refuse never costs the loaded crash kernel.
     Outcome o = do_load(recipe, "Load", 0, was_loaded, false);
-    if (!o.ok) return done(Failure{Errc::kernel_refused, o.error});
+    if (!o.ok) return done(Failure{o.kind, o.error});
     return done({});
 }
 
@@ -420,7 +451,11 @@ Result<void, Failure> Kdump::unload() {
     refresh();
     const bool was_loaded = loaded();
     const Usec t0 = clock_.now();
-    if (auto r = backend_.unload_crash(); !r) return done(fail(Errc::kernel_refused, r.error()));
+    save_record(KdumpIntent{KdumpIntent::Step::unload, std::nullopt, t0});
+    if (auto r = backend_.unload_crash(); !r) {
+        save_record();
+        return done(fail(Errc::kernel_refused, r.error()));
+    }
     if (was_loaded) open_window(t0, "Unload");
     managed_ = false;
     dirty_ = false;
@@ -444,7 +479,7 @@ Result<void, Failure> Kdump::reload() {
                                      "no crash kernel recipe: set Kernel= in /etc/khod/khod.conf or run "
                                      "khoctl kdump load")));
     Outcome o = do_load(*recipe_, "Reload", 0, true, false);
-    if (!o.ok) return done(Failure{Errc::kernel_refused, o.error});
+    if (!o.ok) return done(Failure{o.kind, o.error});
     return done({});
 }
 

@@ -38,6 +38,7 @@
 #include "khod/base/sysroot.hpp"
 #include "khod/kdump/kdump_coalescer.hpp"
 #include "khod/kdump/kdump_recipe.hpp"
+#include "khod/kdump/kdump_record.hpp"
 #include "khod/kdump/kdump_state.hpp"
 #include "khod/kdump/uevent.hpp"
 
@@ -144,6 +145,12 @@ public:
     }
 
     std::filesystem::path record_path() const { return state_dir_ / "kdump.json"; }
+    // What start() did about a crash kernel a stopped khod left behind; empty when nothing was needed.
+    const std::string& recovery() const { return recovery_; }
+    // Called when the record cannot be written (the step goes on regardless).
+    void on_record_error(std::function<void(const Error&)> listener) {
+        record_listener_ = std::move(listener);
+    }
 
 private:
     struct Snapshot;
@@ -158,6 +165,7 @@ private:
     struct Outcome {
         bool ok = false;
         Error error;
+        Errc kind = Errc::kernel_refused;
     };
 
     Snapshot snapshot() const;
@@ -175,7 +183,14 @@ private:
     bool missed_by_load(const HotplugEvent& event, Usec now) const;
     // The kernel sent (and applied) this event after the last load's grace period.
     bool applied_after_load(const HotplugEvent& event) const;
-    void save_record() const;
+    // The record, with the step about to begin when intent is given.
+    void save_record(std::optional<KdumpIntent> intent = std::nullopt) const;
+    // At start, after a record that says khod manages the crash kernel (or
+    // was inside a step): put back what a kill took away.
+    void recover(const KdumpRecord& record);
+    // A recipe refused before the kernel was asked: nothing was unloaded.
+    Outcome refuse_load(const Failure& why, const std::string& cause, std::uint64_t events, bool report,
+                        bool hotplug);
     Failure fail(Errc kind, Error error);
 
     const Sysroot& root_;
@@ -185,6 +200,8 @@ private:
     std::filesystem::path state_dir_;
     std::function<void(const std::vector<std::string>&)> change_listener_;
     std::function<void(const ReloadReport&)> reload_listener_;
+    std::function<void(const Error&)> record_listener_;
+    std::string recovery_;
 
     KdumpCapability cap_;
     Coalescer coalescer_;

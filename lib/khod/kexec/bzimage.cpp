@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
+#include <sstream>
 
 #include "khod/base/caller_file.hpp"
 #include "khod/base/fd.hpp"
@@ -261,6 +262,29 @@ Result<void> check_cmdline_len(const BzImageInfo& image, std::uint64_t cmdline_l
                                        std::to_string(image.cmdline_size) + " less " +
                                        std::to_string(kElfcorehdrReserve) +
                                        " kept for elfcorehdr=) and kexec_file_load would fail with EINVAL");
+}
+
+BzImageHost read_bzimage_host(const Sysroot& root) {
+    BzImageHost h;
+    if (auto cpuinfo = read_file(root.proc("cpuinfo"))) {
+        std::istringstream in(*cpuinfo);
+        std::string line;
+        while (std::getline(in, line)) {
+            if (line.rfind("flags", 0) != 0) continue;
+            std::istringstream words(
+                line.substr(line.find(':') == std::string::npos ? line.size() : line.find(':') + 1));
+            std::string w;
+            bool la57 = false;
+            while (words >> w) la57 = la57 || w == "la57";
+            h.five_level_paging = la57;
+            break;
+        }
+    }
+    if (auto size = read_trimmed(root.sys("firmware/efi/fw_platform_size")))
+        h.efi_32bit = *size == "32";
+    else if (!exists(root.sys("firmware/efi")))
+        h.efi_32bit = false;
+    return h;
 }
 
 }  // namespace khod

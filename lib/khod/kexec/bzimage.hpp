@@ -9,6 +9,7 @@
 #include <string>
 
 #include "khod/base/result.hpp"
+#include "khod/base/sysroot.hpp"
 
 namespace khod {
 
@@ -91,6 +92,11 @@ struct BzImageHost {
 };
 
 Result<void> check_bzimage_host(const BzImageInfo& image, const BzImageHost& host);
+
+// Host facts the bzImage probe depends on: "la57" among /proc/cpuinfo's flags
+// (the kernel clears it unless it runs with 5-level paging) and
+// /sys/firmware/efi/fw_platform_size.
+BzImageHost read_bzimage_host(const Sysroot& root);
 
 // The kernel refuses a command line (length including the NUL) longer than
 // cmdline_size, and also one that leaves no room for "elfcorehdr=0x<addr> ".

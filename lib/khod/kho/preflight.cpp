@@ -275,29 +275,6 @@ const PreflightCheck* PreflightReport::find(const std::string& name) const {
     return nullptr;
 }
 
-BzImageHost read_bzimage_host(const Sysroot& root) {
-    BzImageHost h;
-    if (auto cpuinfo = read_file(root.proc("cpuinfo"))) {
-        std::istringstream in(*cpuinfo);
-        std::string line;
-        while (std::getline(in, line)) {
-            if (line.rfind("flags", 0) != 0) continue;
-            std::istringstream words(
-                line.substr(line.find(':') == std::string::npos ? line.size() : line.find(':') + 1));
-            std::string w;
-            bool la57 = false;
-            while (words >> w) la57 = la57 || w == "la57";
-            h.five_level_paging = la57;
-            break;
-        }
-    }
-    if (auto size = read_trimmed(root.sys("firmware/efi/fw_platform_size")))
-        h.efi_32bit = *size == "32";
-    else if (!exists(root.sys("firmware/efi")))
-        h.efi_32bit = false;
-    return h;
-}
-
 PreflightReport run_preflight(const Sysroot& sysroot, const PreflightRequest& request) {
     Sysroot root = sysroot;  // ensure_debugfs() points it at the debugfs it finds
     PreflightReport r;

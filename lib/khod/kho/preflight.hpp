@@ -86,9 +86,4 @@ PreflightReport run_preflight(const Sysroot& root, const PreflightRequest& reque
 nlohmann::json to_json(const PreflightReport& report);
 std::string format_preflight(const PreflightReport& report);
 
-// Host facts the bzImage probe depends on: "la57" among /proc/cpuinfo's flags
-// (the kernel clears it unless it runs with 5-level paging) and
-// /sys/firmware/efi/fw_platform_size.
-BzImageHost read_bzimage_host(const Sysroot& root);
-
 }  // namespace khod
