@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <system_error>
+#include <utility>
 
 #include "khod/base/caller_file.hpp"
 #include "khod/kdump/crash_preflight.hpp"
@@ -156,8 +157,15 @@ void Kdump::recover(const KdumpRecord& record) {
         // still roll back to the last good one).
         if (killed_in_load && intent->recipe) {
             recipe_ = intent->recipe;
-            recovery_ = "khod was stopped inside a load of " + intent->recipe->kernel +
-                        "; a crash kernel is loaded, and reloads use that recipe";
+            // Hotplug events that came while the load held the kexec lock
+            // were not applied, and no khod saw them: reload once to be sure.
+            dirty_ = true;
+            retry_at_ = clock_.now() + settings_.settle;
+            retry_cause_ = "reload after a load khod was killed in";
+            recovery_ =
+                "khod was stopped inside a load of " + intent->recipe->kernel +
+                "; a crash kernel is loaded, reloads use that recipe, and it is reloaded once in case "
+                "the load missed hotplug events";
             save_record();
         }
         return;
@@ -260,7 +268,8 @@ void Kdump::on_timer() {
     }
     if (retry_at_ && now >= *retry_at_) {
         retry_at_.reset();
-        act("retry after a failed reload", 0, batch_cpu_, batch_memory_);
+        const std::string cause = std::exchange(retry_cause_, "retry after a failed reload");
+        act(cause, 0, batch_cpu_, batch_memory_);
     }
     if (coalescer_.due(now)) {
         // The verification must finish before judging a batch that followed a load.

@@ -213,6 +213,8 @@ private:
     std::optional<Verify> verify_;
     std::optional<SeqRange> last_range_;
     std::optional<Usec> retry_at_;
+    std::string retry_cause_ =
+        "retry after a failed reload";  // the Reloaded signal's cause when retry_at_ comes
     std::deque<UnloadedWindow> windows_;
     Usec dropped_windows_total_ = 0;  // windows forgotten beyond keep_windows
     std::uint64_t events_seen_ = 0, reloads_ = 0, confirmations_ = 0;
