@@ -717,3 +717,14 @@ TEST_F(Broken, MemorylessOnlineNodeOn616) {
         warned |= w.find("node 1 is online without memory") != std::string::npos;
     EXPECT_TRUE(warned);
 }
+
+// Found by tools/fuzz (fuzz-iomem): an inclusive end at the top of the address
+// space once wrapped the exclusive end to 0, giving a range of 2^64 - start bytes.
+TEST(Iomem, ARangeEndingAtTheTopOfTheAddressSpaceDoesNotWrap) {
+    auto entries = parse_iomem("fffc0000-ffffffffffffffff : Reserved\n", "/proc/iomem");
+    ASSERT_TRUE(entries);
+    ASSERT_EQ(entries->size(), 1u);
+    EXPECT_EQ((*entries)[0].range.start, 0xfffc0000u);
+    EXPECT_EQ((*entries)[0].range.end, UINT64_MAX);
+    EXPECT_GE((*entries)[0].range.end, (*entries)[0].range.start);
+}

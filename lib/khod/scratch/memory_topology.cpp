@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -425,7 +426,9 @@ Result<std::vector<IomemEntry>> parse_iomem(const std::string& text, const std::
         if (!a || !b || *b < *a) return bad();
         IomemEntry e;
         e.depth = static_cast<unsigned>(indent / 2);
-        e.range = {*a, *b + 1};
+        // The end is inclusive; one ending at the top of the address space
+        // cannot be made exclusive, so it loses its last byte, not wraps to 0.
+        e.range = {*a, *b == UINT64_MAX ? *b : *b + 1};
         e.name = line.substr(colon + 3);
         out.push_back(std::move(e));
     }
