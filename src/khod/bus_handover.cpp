@@ -31,16 +31,16 @@ struct HandoverObject::Properties {
         return sd_bus_message_append(m, "s", to_string(o.handover_->abi()));
     }
     static int target_kernel(const HandoverObject& o, sd_bus_message* m) {
-        return sd_bus_message_append(m, "s", o.handover_->target().kernel.c_str());
+        return sd_bus_message_append(m, "s", bus_string(o.handover_->target().kernel).c_str());
     }
     static int target_initrd(const HandoverObject& o, sd_bus_message* m) {
-        return sd_bus_message_append(m, "s", o.handover_->target().initrd.c_str());
+        return sd_bus_message_append(m, "s", bus_string(o.handover_->target().initrd).c_str());
     }
     static int target_cmdline(const HandoverObject& o, sd_bus_message* m) {
-        return sd_bus_message_append(m, "s", o.handover_->target().cmdline.c_str());
+        return sd_bus_message_append(m, "s", bus_string(o.handover_->target().cmdline).c_str());
     }
     static int last_error(const HandoverObject& o, sd_bus_message* m) {
-        return sd_bus_message_append(m, "s", o.handover_->last_error().c_str());
+        return sd_bus_message_append(m, "s", bus_string(o.handover_->last_error()).c_str());
     }
     static int scratch_areas(const HandoverObject& o, sd_bus_message* m) {
         int r = sd_bus_message_open_container(m, 'a', "(usttt)");

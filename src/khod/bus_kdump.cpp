@@ -55,18 +55,20 @@ struct KdumpObject::Properties {
         const Usec now = o.kdump_->now();
         for (const auto& w : o.kdump_->windows()) {
             r = sd_bus_message_append(m, "(ttbs)", o.to_realtime(w.start), w.duration(now), w.open ? 1 : 0,
-                                      w.cause.c_str());
+                                      bus_string(w.cause).c_str());
             if (r < 0) return r;
         }
         return sd_bus_message_close_container(m);
     }
     static int recipe(const KdumpObject& o, sd_bus_message* m) {
         const auto& r = o.kdump_->recipe();
-        return sd_bus_message_append(m, "(ssss)", r ? r->kernel.c_str() : "", r ? r->initrd.c_str() : "",
-                                     r ? r->cmdline.c_str() : "", r ? r->source.c_str() : "");
+        const CrashRecipe shown = r ? *r : CrashRecipe{};
+        return sd_bus_message_append(m, "(ssss)", bus_string(shown.kernel).c_str(),
+                                     bus_string(shown.initrd).c_str(), bus_string(shown.cmdline).c_str(),
+                                     bus_string(shown.source).c_str());
     }
     static int last_error(const KdumpObject& o, sd_bus_message* m) {
-        return sd_bus_message_append(m, "s", o.kdump_->last_error().c_str());
+        return sd_bus_message_append(m, "s", bus_string(o.kdump_->last_error()).c_str());
     }
 };
 
@@ -126,10 +128,10 @@ void KdumpObject::emit_changed(const std::vector<std::string>& properties) {
 }
 
 void KdumpObject::emit_reloaded(const ReloadReport& rep) {
-    int r = sd_bus_emit_signal(bus_, khod1::object_path, khod1::kdump_interface, "Reloaded", "stttbs",
-                               rep.cause.c_str(), static_cast<std::uint64_t>(rep.events),
-                               static_cast<std::uint64_t>(rep.duration),
-                               static_cast<std::uint64_t>(rep.unloaded), rep.ok ? 1 : 0, rep.error.c_str());
+    int r = sd_bus_emit_signal(
+        bus_, khod1::object_path, khod1::kdump_interface, "Reloaded", "stttbs", bus_string(rep.cause).c_str(),
+        static_cast<std::uint64_t>(rep.events), static_cast<std::uint64_t>(rep.duration),
+        static_cast<std::uint64_t>(rep.unloaded), rep.ok ? 1 : 0, bus_string(rep.error).c_str());
     if (r < 0) log(LOG_WARNING, "cannot emit Reloaded: %s", std::strerror(-r));
 }
 

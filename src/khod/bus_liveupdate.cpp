@@ -77,7 +77,7 @@ int append_sessions(sd_bus_message* m, const std::vector<LuoSession>& sessions, 
         const LuoSession& s = sessions[i];
         if ((r = sd_bus_message_open_container(m, 'r', entry)) < 0) break;
         if ((r = sd_bus_message_append(m, "sus", s.name.c_str(), static_cast<std::uint32_t>(s.owner.uid),
-                                       s.owner.unit.c_str())) < 0)
+                                       bus_string(s.owner.unit).c_str())) < 0)
             break;
         if ((r = append_files(m, s.files, incoming)) < 0) break;
         r = sd_bus_message_close_container(m);
@@ -118,7 +118,7 @@ struct LiveUpdateObject::Properties {
         return r < 0 ? r : sd_bus_message_close_container(m);
     }
     static int previous_release(const LiveUpdateObject& o, sd_bus_message* m) {
-        return sd_bus_message_append(m, "s", o.sessions_->previous_release().c_str());
+        return sd_bus_message_append(m, "s", bus_string(o.sessions_->previous_release()).c_str());
     }
     static int last_update_phases(const LiveUpdateObject& o, sd_bus_message* m);
 };

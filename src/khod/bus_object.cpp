@@ -70,8 +70,61 @@ const char* bus_error_name(Errc kind) {
     return bus_errors[static_cast<std::size_t>(kind)].name;
 }
 
+namespace {
+
+// The length of the valid UTF-8 sequence at text[i], or 0 (RFC 3629: no
+// overlong forms, no surrogates, nothing above U+10FFFF).
+std::size_t utf8_sequence(std::string_view text, std::size_t i) {
+    const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
+    const unsigned char c = byte(i);
+    if (c < 0x80) return 1;
+    std::size_t n = 0;
+    unsigned char lo = 0x80, hi = 0xbf;  // the range of the byte after the first
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c == 0xe0)
+        n = 3, lo = 0xa0;
+    else if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef)
+        n = 3;
+    else if (c == 0xed)
+        n = 3, hi = 0x9f;
+    else if (c == 0xf0)
+        n = 4, lo = 0x90;
+    else if (c >= 0xf1 && c <= 0xf3)
+        n = 4;
+    else if (c == 0xf4)
+        n = 4, hi = 0x8f;
+    else
+        return 0;
+    if (i + n > text.size()) return 0;
+    if (byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+    for (std::size_t k = 2; k < n; ++k)
+        if (byte(i + k) < 0x80 || byte(i + k) > 0xbf) return 0;
+    return n;
+}
+
+}  // namespace
+
+std::string bus_string(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (std::size_t i = 0; i < text.size();) {
+        if (const std::size_t n = utf8_sequence(text, i)) {
+            out.append(text, i, n);
+            i += n;
+            continue;
+        }
+        static constexpr char hex[] = "0123456789abcdef";
+        const auto c = static_cast<unsigned char>(text[i++]);
+        out += "\\x";
+        out += hex[c >> 4];
+        out += hex[c & 0xf];
+    }
+    return out;
+}
+
 int reply_failure(sd_bus_message* call, sd_bus_error* error, const Failure& failure) {
-    const std::string message = failure.describe();
+    const std::string message = bus_string(failure.describe());
     const char* full_interface = sd_bus_message_get_interface(call);
     std::string_view interface = full_interface ? full_interface : "";
     interface.remove_prefix(interface.rfind('.') + 1);  // "Handover": the log says which object

@@ -6,6 +6,7 @@
 
 #include <exception>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "khod/base/errc.hpp"
@@ -49,6 +50,12 @@ int property_getter(sd_bus* /*bus*/, const char* /*path*/, const char* /*interfa
         return sd_bus_error_set(error, SD_BUS_ERROR_FAILED, "unexpected exception");
     }
 }
+
+// text as a D-Bus string may carry it: D-Bus strings must be UTF-8 (sd-bus
+// refuses to append anything else, which would fail a whole GetAll), while
+// command lines, paths and the messages naming them are bytes. Each byte
+// that is not part of valid UTF-8 becomes "\xNN"; valid text is unchanged.
+std::string bus_string(std::string_view text);
 
 // PropertiesChanged for these properties of interface; failures are logged.
 void emit_properties_changed(sd_bus* bus, const char* interface, const std::vector<std::string>& properties);

@@ -348,6 +348,19 @@ class NonUtf8Cmdline(KhodBusTest):
         self.assertEqual(self.khod.prop("LastError"), 's ""')
         self.assertIsNone(self.khod.proc.poll(), "khod is still running")
 
+    def test_a_target_reusing_it_is_staged_and_shown_escaped(self):
+        # D-Bus strings must be UTF-8: once a staged command line with a raw
+        # byte failed Prepare's reply and every later GetAll of Handover.
+        r = self.khod.khoctl("--json", "prepare", "--kernel", str(KERNEL), "--reuse-cmdline", timeout=30)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(self.khod.prop("State"), 's "prepared"')
+        self.assertIn("note=\\\\xff", self.khod.prop("TargetCmdline"))
+        r = self.khod.busctl("introspect", "org.kexec.khod1", "/org/kexec/khod1", "org.kexec.khod1.Handover")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.khod.khoctl("--json", "status", timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("cannot emit PropertiesChanged", self.khod.log.read_text())
+
 
 class KhodAbsent(unittest.TestCase):
     def test_khoctl_says_khod_is_not_running(self):

@@ -346,3 +346,24 @@ class KilledInsideAStep(KdumpBusTest):
         self.assertFalse(st["Loaded"])
         self.assertFalse(st["Managed"])
         self.assertIn("stopped inside an Unload; no crash kernel is loaded, as asked", self.khod.log.read_text())
+
+
+class DamagedRecord(KdumpBusTest):
+    """A kdump.json that is not a record (truncated, hand-edited, wrong types)
+    counts for nothing: khod starts, answers, and writes a good one."""
+
+    fixture = "kdump-7.2-file"
+
+    def test_each_damage_is_survived(self):
+        for damage in (b'{"version": 1, "boot_id": ', b'{"version":1,"boot_id":"x","managed":"yes"}',
+                       b"\xff\xfe\x00 not json", b'[1, 2, 3]'):
+            with self.subTest(damage=damage):
+                self.khod.kill(signal.SIGTERM)
+                (self.khod.runtime / "kdump.json").write_bytes(damage)
+                self.khod.start()
+                st = self.status()
+                self.assertTrue(st["Loaded"])
+                self.assertFalse(st["Managed"], "a damaged record says nothing about who manages kdump")
+                rc, doc = self.ctl("load", "--kernel", str(KERNEL), "--append", "nr_cpus=1")
+                self.assertEqual(rc, 0, doc)
+                json.loads((self.khod.runtime / "kdump.json").read_text())
