@@ -47,6 +47,23 @@ TEST(Handover, StartsIdleWithTheKernelsAbiAndScratch) {
     EXPECT_EQ(b.handover->scratch_areas().size(), 3u);
 }
 
+TEST(Handover, UnknownFlagBitsAreRefusedNotIgnored) {
+    Bench b("vm-7.2-kho");
+    HandoverTarget t = target();
+    t.flags = 1u << 7;
+    auto r = b.handover->prepare(t);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, Errc::invalid_argument);
+    EXPECT_NE(r.error().describe().find("unknown flag bits 0x80"), std::string::npos) << r.error().describe();
+    EXPECT_EQ(b.handover->state(), HandoverState::idle);
+    ASSERT_TRUE(b.handover->prepare(target()));
+    ASSERT_TRUE(b.handover->finalize());
+    auto e = b.handover->begin_exec(1u << 9);
+    ASSERT_FALSE(e);
+    EXPECT_EQ(e.error().kind, Errc::invalid_argument);
+    EXPECT_EQ(b.handover->state(), HandoverState::loaded);
+}
+
 TEST(Handover, StatelessLifecycle) {
     Bench b("vm-7.2-kho");
     ASSERT_TRUE(b.handover->prepare(target()));

@@ -191,6 +191,11 @@ Result<void, Failure> Handover::prepare(HandoverTarget target) {
         return done(fail(Errc::wrong_state,
                          plain_error("", std::string("Prepare needs state idle or prepared, not ") +
                                              to_string(state_) + "; Abort first")));
+    // A bit this khod does not know may mean something it cannot do: refused, never ignored.
+    if (target.flags & ~prepare_known_flags)
+        return done(
+            fail(Errc::invalid_argument,
+                 plain_error("", "Prepare: unknown flag bits " + hex(target.flags & ~prepare_known_flags))));
     if (target.kernel.empty())
         return done(fail(Errc::invalid_argument, plain_error("", "no target kernel given")));
     // khod's working directory is not the caller's, so a relative path would name another file.

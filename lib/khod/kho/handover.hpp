@@ -27,6 +27,7 @@ const char* to_string(HandoverState state);
 inline constexpr std::uint64_t prepare_reuse_cmdline = 1u
                                                        << 0;  // start from the running kernel's command line
 inline constexpr std::uint64_t prepare_keep_cmdline = 1u << 1;  // do not add kho=on / the scratch parameter
+inline constexpr std::uint64_t prepare_known_flags = prepare_reuse_cmdline | prepare_keep_cmdline;
 // Exec() flags.
 inline constexpr std::uint64_t exec_force = 1u << 0;  // reboot(2) directly, even when systemd is PID 1
 inline constexpr std::uint64_t exec_drop_sessions = 1u
