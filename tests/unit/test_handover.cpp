@@ -6,6 +6,7 @@
 
 #include "backends/fake_kexec.hpp"
 #include "khod/kho/handover.hpp"
+#include "khod/kho/handover_checks.hpp"
 #include "tree.hpp"
 
 using namespace khod;
@@ -240,4 +241,30 @@ TEST(Handover, ChangesAreReportedByPropertyName) {
     for (const char* name : {"State", "TargetKernel", "TargetInitrd", "TargetCmdline"})
         EXPECT_NE(std::find(c.begin(), c.end(), name), c.end()) << name;
     EXPECT_EQ(std::find(c.begin(), c.end(), "Abi"), c.end());
+}
+
+// A newer kernel's LUO or kexec-metadata format is reported, not refused:
+// khod's decoder must not stand between a kernel and its own live update.
+TEST(HandoverChecks, NewerSubtreeFormatsDoNotFailTheCheckOfKhoOut) {
+    TempTree tree;
+    tree.copy_from(fixture("vm-7.2-kho"));
+    Sysroot root{tree.root()};
+    ASSERT_TRUE(validate_kho_out(root));
+    const std::string luo_path = tree.root() / "sys/kernel/debug/kho/out/sub_fdts/LUO";
+    std::string luo;
+    {
+        std::ifstream in(luo_path, std::ios::binary);
+        luo.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    ASSERT_EQ(luo.substr(0, 6), "luo-v5");
+    luo[5] = '6';
+    tree.write("sys/kernel/debug/kho/out/sub_fdts/LUO", luo);
+    std::string metadata(80, '\0');
+    metadata[0] = 2;  // version 2
+    tree.write("sys/kernel/debug/kho/out/sub_fdts/kexec-metadata", metadata);
+    auto r = validate_kho_out(root);
+    EXPECT_TRUE(r) << r.error().describe();
+    // A malformed blob of a known format still is an error.
+    tree.write("sys/kernel/debug/kho/out/sub_fdts/kexec-metadata", std::string("\x01\0\0\0short", 9));
+    EXPECT_FALSE(validate_kho_out(root));
 }

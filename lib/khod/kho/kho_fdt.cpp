@@ -203,8 +203,13 @@ KhoSubtree decode_kho_subtree(const std::string& name, std::string_view bytes, c
     if (name == "kexec-metadata") {
         s.producer = "kexec-metadata";
         s.format = "kexec-metadata";
+        const auto version = kexec_metadata_version(bytes);
         auto m = decode_kexec_metadata(bytes, path);
-        if (m) {
+        if (!m && version && *version != kexec_metadata_known_version) {
+            s.newer_format = true;
+            s.notes.push_back("kexec-metadata version " + std::to_string(*version) +
+                              " is newer than khod decodes (version 1): shown as bytes, not checked");
+        } else if (m) {
             s.kexec_metadata = *m;
             if (m->trailing)
                 s.notes.push_back(std::to_string(m->trailing) +
@@ -230,8 +235,9 @@ KhoSubtree decode_kho_subtree(const std::string& name, std::string_view bytes, c
                               "so kho/in/sub_fdts/LUO shows whatever reused that memory; the live update "
                               "number is in the boot log (\"luo: Retrieved live update data\")"));
             } else if (!r->known) {
-                s.errors.push_back(plain_error(
-                    path, "LUO: unknown compatible \"" + r->compatible + "\" (khoctl decodes luo-v5)"));
+                s.newer_format = true;
+                s.notes.push_back("LUO: compatible \"" + r->compatible +
+                                  "\" is not the format khod decodes (luo-v5): shown as bytes, not checked");
             } else {
                 if (incoming)
                     s.notes.emplace_back(
@@ -614,6 +620,7 @@ json to_json(const KhoSubtree& s) {
     for (const Error& e : s.errors) errors.push_back(printable(e.describe()));
     j["errors"] = std::move(errors);
     j["notes"] = strings_json(s.notes);
+    j["newer_format"] = s.newer_format;
     return j;
 }
 

@@ -116,6 +116,11 @@ struct KhoSubtree {
     std::optional<std::vector<ReserveMem>> memblock;
     std::vector<Error> errors;       // the blob is malformed for what it claims to be
     std::vector<std::string> notes;  // facts worth knowing that are not errors
+    // The blob names a format newer than khod decodes (a LUO compatible
+    // other than luo-v5, a kexec-metadata version other than 1): shown as
+    // bytes and noted, never an error, so a newer kernel's live update is
+    // not refused by khod's decoder.
+    bool newer_format = false;
 };
 
 // Decodes one sub-tree blob by its name and content. `incoming`: it came

@@ -55,6 +55,11 @@ std::string hex_bytes(std::string_view bytes, std::size_t limit) {
     return out;
 }
 
+std::optional<std::uint32_t> kexec_metadata_version(std::string_view blob) {
+    if (blob.size() < 4) return std::nullopt;
+    return load<std::uint32_t>(blob, 0);
+}
+
 Result<KexecMetadata> decode_kexec_metadata(std::string_view blob, const std::string& what) {
     if (blob.size() < 4)
         return plain_error(what, "kexec-metadata: " + std::to_string(blob.size()) +

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -29,6 +30,8 @@ struct KexecMetadata {
 // other than 1, a v1 blob shorter than 73 bytes, or a release string without
 // its terminating NUL. Non-printable bytes of the release come back escaped.
 Result<KexecMetadata> decode_kexec_metadata(std::string_view blob, const std::string& what);
+// The record's version word; nullopt when the blob is too short to hold one.
+std::optional<std::uint32_t> kexec_metadata_version(std::string_view blob);
 
 // include/linux/kho/abi/luo.h: packed {char compatible[8]; u64 liveupdate_num;
 // u64 sessions_pa; u64 flbs_pa}.
