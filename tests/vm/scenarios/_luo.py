@@ -131,17 +131,17 @@ def check_carried(result, *, previous_release: str, size_bytes: int = SIZE_BYTES
     expect_eq(dig(finished, "liveupdate.incoming"), [], "Incoming after finish: nothing left held")
 
 
-def carry_script(target: str) -> str:
-    """luo-memfd's and luo-upgrade's guest: SIZE of the pattern through khod into target."""
+def carry_script(target: str, size: str = SIZE) -> str:
+    """luo-memfd's and luo-upgrade's guest: size bytes of the pattern through khod into target."""
     return r'''
 . /etc/khod-vm/guest-khod.sh
 ''' + GUEST_FUNCTIONS + r'''
 if [ "$1" = 1 ]; then
     start_khod_stored || exit 1
     vm-self-initrd /tmp/self-initrd.gz
-    preserve_pattern ''' + f"{SIZE} {SEED}" + r'''
+    preserve_pattern ''' + f"{size} {SEED}" + r'''
     live_update_into ''' + target + r'''
 fi
 uname -r > /tmp/uname.txt; vm-put /tmp/uname.txt uname-2.txt
 start_khod_stored || exit 1
-retrieve_pattern ''' + f"{SIZE} {SEED}" + "\n"
+retrieve_pattern ''' + f"{size} {SEED}" + "\n"
