@@ -54,7 +54,7 @@ struct KdumpObject::Properties {
         if (r < 0) return r;
         const Usec now = o.kdump_->now();
         for (const auto& w : o.kdump_->windows()) {
-            r = sd_bus_message_append(m, "(ttbs)", o.to_realtime(w.start), w.duration(now), w.open ? 1 : 0,
+            r = sd_bus_message_append(m, "(ttbs)", w.wall_start, w.duration(now), w.open ? 1 : 0,
                                       bus_string(w.cause).c_str());
             if (r < 0) return r;
         }

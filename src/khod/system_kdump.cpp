@@ -33,6 +33,10 @@ Usec MonotonicClock::now() const {
     return clock_usec(CLOCK_MONOTONIC);
 }
 
+Usec MonotonicClock::wall() const {
+    return realtime_usec();
+}
+
 Usec realtime_usec() {
     return clock_usec(CLOCK_REALTIME);
 }

@@ -22,6 +22,7 @@ private:
 class MonotonicClock : public Clock {
 public:
     Usec now() const override;
+    Usec wall() const override;
 };
 
 // CLOCK_REALTIME in microseconds, for timestamps people read.

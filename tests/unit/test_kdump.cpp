@@ -25,6 +25,8 @@ constexpr Usec sec = usec_per_sec;
 struct FakeClock : Clock {
     Usec t = 1000 * sec;
     Usec now() const override { return t; }
+    Usec wall() const override { return t + wall_offset; }
+    Usec wall_offset = 1'790'000'000 * sec;
 };
 
 // A bzImage the loader's checks accept, and a file that is none.
@@ -217,6 +219,10 @@ TEST(Kdump, AStormOnAKexecLoadImageIsOneReloadASettleIntervalAfterTheLastEvent) 
     EXPECT_EQ(b.kdump->capability().memory, InPlace::yes);
     ASSERT_EQ(b.kdump->windows().size(), 1u);
     EXPECT_EQ(b.kdump->windows()[0].duration(b.clock.t), 300 * ms);
+    const Usec wall_start = b.kdump->windows()[0].start + b.clock.wall_offset;
+    EXPECT_EQ(b.kdump->windows()[0].wall_start, wall_start);
+    b.clock.wall_offset += 3 * sec;  // the wall clock is stepped: what was recorded stays
+    EXPECT_EQ(b.kdump->windows()[0].wall_start, wall_start);
     EXPECT_EQ(b.kdump->unloaded_total(), 300 * ms);
     EXPECT_TRUE(b.kdump->managed());
 

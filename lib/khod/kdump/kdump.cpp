@@ -101,6 +101,9 @@ Usec Kdump::unloaded_total() const {
 }
 
 void Kdump::add_window(UnloadedWindow w) {
+    const Usec now = clock_.now(), wall = clock_.wall();
+    const Usec ago = now > w.start ? now - w.start : 0;
+    w.wall_start = wall > ago ? wall - ago : 0;
     windows_.push_back(std::move(w));
     while (windows_.size() > settings_.keep_windows && !windows_.front().open) {
         dropped_windows_total_ += windows_.front().end - windows_.front().start;

@@ -49,6 +49,9 @@ class Clock {
 public:
     virtual ~Clock() = default;
     virtual Usec now() const = 0;
+    // CLOCK_REALTIME, read once when a window opens: converting later from
+    // two clock reads drifts by a microsecond between two looks.
+    virtual Usec wall() const = 0;
 };
 
 // What touches the kernel's crash image. khod uses the real syscalls; tests
@@ -68,6 +71,7 @@ struct UnloadedWindow {
     Usec end = 0;    // clock time one was loaded again; meaningless while open
     bool open = false;
     std::string cause;
+    Usec wall_start = 0;  // CLOCK_REALTIME of start, fixed when the window is recorded
     Usec duration(Usec now) const { return (open ? now : end) - start; }
 };
 
