@@ -2,6 +2,7 @@
 
 #include <cerrno>
 
+#include "job_queue.hpp"
 #include "system_kdump.hpp"
 #include "system_kexec.hpp"
 #include "system_luo.hpp"
@@ -24,6 +25,49 @@ bool have_test_backends() {
 
 namespace {
 
+// A load or unload is the syscall a job waits on: the loop may answer
+// meanwhile (job_queue.hpp). The wrapped backend touches nothing the loop does.
+class UnlockedKexec : public KexecBackend {
+public:
+    explicit UnlockedKexec(std::unique_ptr<KexecBackend> inner) : inner_(std::move(inner)) {}
+    Result<void> load(const HandoverTarget& target) override {
+        Unlocked unlocked;
+        return inner_->load(target);
+    }
+    Result<void> unload() override {
+        Unlocked unlocked;
+        return inner_->unload();
+    }
+    Result<void> reboot_into_loaded(bool via_systemd) override {
+        return inner_->reboot_into_loaded(via_systemd);
+    }
+    bool systemd_is_pid1() const override { return inner_->systemd_is_pid1(); }
+
+private:
+    std::unique_ptr<KexecBackend> inner_;
+};
+
+class UnlockedKdump : public KdumpBackend {
+public:
+    explicit UnlockedKdump(std::unique_ptr<KdumpBackend> inner) : inner_(std::move(inner)) {}
+    Result<void> load_crash(const CrashRecipe& recipe) override {
+        Unlocked unlocked;
+        return inner_->load_crash(recipe);
+    }
+    Result<void> unload_crash() override {
+        Unlocked unlocked;
+        return inner_->unload_crash();
+    }
+
+private:
+    std::unique_ptr<KdumpBackend> inner_;
+};
+
+Backends unlocked(Backends b) {
+    return Backends{std::make_unique<UnlockedKexec>(std::move(b.kexec)),
+                    std::make_unique<UnlockedKdump>(std::move(b.kdump)), std::move(b.luo)};
+}
+
 Result<Backends> make_fake_backends([[maybe_unused]] const Sysroot& root) {
 #ifdef KHOD_TEST_BACKENDS
     if (root.is_live())
@@ -43,9 +87,13 @@ Result<Backends> make_fake_backends([[maybe_unused]] const Sysroot& root) {
 }  // namespace
 
 Result<Backends> make_backends(const Sysroot& root, bool fake) {
-    if (fake) return make_fake_backends(root);
-    return Backends{std::make_unique<SystemKexecBackend>(root), std::make_unique<SystemKdumpBackend>(root),
-                    std::make_unique<SystemLuo>(root)};
+    if (fake) {
+        auto b = make_fake_backends(root);
+        if (!b) return b.error();
+        return unlocked(std::move(*b));
+    }
+    return unlocked(Backends{std::make_unique<SystemKexecBackend>(root),
+                             std::make_unique<SystemKdumpBackend>(root), std::make_unique<SystemLuo>(root)});
 }
 
 }  // namespace khod

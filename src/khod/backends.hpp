@@ -22,7 +22,8 @@ struct Backends {
 // Whether this build carries the test backends.
 bool have_test_backends();
 
-// fake: the fixture-tree backends; refused on the live system and in builds without them.
+// fake: the fixture-tree backends; refused on the live system and in builds
+// without them. Loads and unloads release the state lock (job_queue.hpp).
 Result<Backends> make_backends(const Sysroot& root, bool fake);
 
 }  // namespace khod

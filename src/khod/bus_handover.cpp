@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "bus_job.hpp"
 #include "guard.hpp"
 #include "log.hpp"
 
@@ -81,10 +82,13 @@ const sd_bus_vtable HandoverObject::vtable_[] = {
     SD_BUS_VTABLE_END,
 };
 
-HandoverObject::HandoverObject(sd_bus* bus, sd_event* event, Handover* handover, PolkitAuthorizer* authorizer)
-    : bus_(bus), event_(event), handover_(handover), authorizer_(authorizer) {
+HandoverObject::HandoverObject(sd_bus* bus, sd_event* event, Handover* handover, PolkitAuthorizer* authorizer,
+                               JobQueue* jobs)
+    : bus_(bus), event_(event), handover_(handover), authorizer_(authorizer), jobs_(jobs) {
     if (handover_)
-        handover_->on_change([this](const std::vector<std::string>& changed) { emit_changed(changed); });
+        handover_->on_change([this](const std::vector<std::string>& changed) {
+            jobs_->on_loop([this, changed] { emit_changed(changed); });
+        });
 }
 
 int HandoverObject::attach() {
@@ -111,19 +115,31 @@ int HandoverObject::method_prepare(sd_bus_message* m, void* userdata, sd_bus_err
     int r = sd_bus_message_read(m, "ssst", &kernel, &initrd, &cmdline, &flags);
     if (r < 0) return r;
     HandoverTarget target{kernel, initrd, cmdline, flags};
-    return self->reply(m, error, self->handover_->prepare(std::move(target)));
+    return answer_with_job(
+        *self->jobs_, m, error, [self, target] { return self->handover_->prepare(target); },
+        [self](sd_bus_message* call, sd_bus_error* e, const CallOutcome& done) {
+            return self->reply(call, e, done);
+        });
 }
 
 int HandoverObject::method_finalize(sd_bus_message* m, void* userdata, sd_bus_error* error) {
     auto* self = static_cast<HandoverObject*>(userdata);
     if (auto done = self->authorizer_->check(m, khod1::action::live_update, error)) return *done;
-    return self->reply(m, error, self->handover_->finalize());
+    return answer_with_job(
+        *self->jobs_, m, error, [self] { return self->handover_->finalize(); },
+        [self](sd_bus_message* call, sd_bus_error* e, const CallOutcome& done) {
+            return self->reply(call, e, done);
+        });
 }
 
 int HandoverObject::method_abort(sd_bus_message* m, void* userdata, sd_bus_error* error) {
     auto* self = static_cast<HandoverObject*>(userdata);
     if (auto done = self->authorizer_->check(m, khod1::action::live_update, error)) return *done;
-    return self->reply(m, error, self->handover_->abort());
+    return answer_with_job(
+        *self->jobs_, m, error, [self] { return self->handover_->abort(); },
+        [self](sd_bus_message* call, sd_bus_error* e, const CallOutcome& done) {
+            return self->reply(call, e, done);
+        });
 }
 
 int HandoverObject::method_exec(sd_bus_message* m, void* userdata, sd_bus_error* error) {
@@ -132,25 +148,32 @@ int HandoverObject::method_exec(sd_bus_message* m, void* userdata, sd_bus_error*
     std::uint64_t flags = 0;
     int r = sd_bus_message_read(m, "t", &flags);
     if (r < 0) return r;
+    // After a Finalize still loading, not beside it.
+    return answer_in_turn(*self->jobs_, m, error, [self, flags](sd_bus_message* call, sd_bus_error* e) {
+        return self->start_exec(call, e, flags);
+    });
+}
+
+int HandoverObject::start_exec(sd_bus_message* m, sd_bus_error* error, std::uint64_t flags) {
     // A wrong state is WrongState, not a refusal about sessions.
-    if (self->gate_ && self->handover_->state() == HandoverState::loaded) {
-        auto checked = self->gate_->check_exec(flags, self->handover_->target());
+    if (gate_ && handover_->state() == HandoverState::loaded) {
+        auto checked = gate_->check_exec(flags, handover_->target());
         if (!checked) return reply_failure(m, error, checked.error());
         flags = *checked;
     }
-    self->exec_request_flags_ = flags;
-    auto begun = self->handover_->begin_exec(flags);
-    if (!begun) return self->reply(m, error, begun);
+    exec_request_flags_ = flags;
+    auto begun = handover_->begin_exec(flags);
+    if (!begun) return reply(m, error, begun);
     // Answer first: once the reboot syscall runs, nothing will be sent.
-    r = sd_bus_reply_method_return(m, "");
+    int r = sd_bus_reply_method_return(m, "");
     if (r < 0) return r;
     sd_event_source* source = nullptr;
-    r = sd_event_add_defer(self->event_, &source, &HandoverObject::on_exec_deferred, self);
+    r = sd_event_add_defer(event_, &source, &HandoverObject::on_exec_deferred, this);
     if (r < 0) {
-        self->handover_->cancel_exec(Failure{Errc::io_error, errno_error(-r, "", "scheduling the reboot")});
+        handover_->cancel_exec(Failure{Errc::io_error, errno_error(-r, "", "scheduling the reboot")});
         return 1;
     }
-    self->exec_source_.reset(source);
+    exec_source_.reset(source);
     return 1;
 }
 

@@ -7,6 +7,7 @@
 
 #include "bus_liveupdate.hpp"
 #include "bus_object.hpp"
+#include "job_queue.hpp"
 #include "khod/kho/handover.hpp"
 #include "polkit.hpp"
 #include "sd_ptr.hpp"
@@ -16,7 +17,9 @@ namespace khod {
 class HandoverObject {
 public:
     // handover may be null only for --bus-introspect, where no member is called.
-    HandoverObject(sd_bus* bus, sd_event* event, Handover* handover, PolkitAuthorizer* authorizer);
+    // jobs runs the methods that change the kernel's kexec state, in turn.
+    HandoverObject(sd_bus* bus, sd_event* event, Handover* handover, PolkitAuthorizer* authorizer,
+                   JobQueue* jobs);
     HandoverObject(const HandoverObject&) = delete;
     HandoverObject& operator=(const HandoverObject&) = delete;
 
@@ -34,6 +37,8 @@ private:
     static int method_finalize(sd_bus_message* m, void* userdata, sd_bus_error* error);
     static int method_abort(sd_bus_message* m, void* userdata, sd_bus_error* error);
     static int method_exec(sd_bus_message* m, void* userdata, sd_bus_error* error);
+    // Exec once the calls before it are answered: the gate, then the reply, then the reboot.
+    int start_exec(sd_bus_message* m, sd_bus_error* error, std::uint64_t flags);
     static int on_exec_deferred(sd_event_source* source, void* userdata);
     void reboot_now(const Result<void, Failure>& ready);
 
@@ -44,6 +49,7 @@ private:
     sd_event* event_;
     Handover* handover_;
     PolkitAuthorizer* authorizer_;
+    JobQueue* jobs_;
     LiveUpdateObject* gate_ = nullptr;
     std::uint64_t exec_request_flags_ = 0;  // as the caller sent them, for the gate's second look
     SdBusSlotPtr slot_;

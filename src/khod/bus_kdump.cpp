@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "bus_job.hpp"
 #include "bus_object.hpp"
 #include "guard.hpp"
 #include "khod/base/hex.hpp"
@@ -112,12 +113,13 @@ const sd_bus_vtable KdumpObject::vtable_[] = {
 };
 
 KdumpObject::KdumpObject(sd_bus* bus, Kdump* kdump, std::string event_source,
-                         std::function<void()> after_call, PolkitAuthorizer* authorizer)
+                         std::function<void()> after_call, PolkitAuthorizer* authorizer, JobQueue* jobs)
     : bus_(bus),
       kdump_(kdump),
       event_source_(std::move(event_source)),
       after_call_(std::move(after_call)),
-      authorizer_(authorizer) {}
+      authorizer_(authorizer),
+      jobs_(jobs) {}
 
 int KdumpObject::attach() {
     return add_interface(bus_, slot_, khod1::kdump_interface, vtable_, this);
@@ -150,6 +152,13 @@ int KdumpObject::reply(sd_bus_message* m, sd_bus_error* error, const Result<void
     return sd_bus_reply_method_return(m, "");
 }
 
+int KdumpObject::run(sd_bus_message* m, sd_bus_error* error, std::function<Result<void, Failure>()> op) {
+    return answer_with_job(*jobs_, m, error, std::move(op),
+                           [this](sd_bus_message* call, sd_bus_error* e, const CallOutcome& done) {
+                               return reply(call, e, done);
+                           });
+}
+
 int KdumpObject::method_load(sd_bus_message* m, void* userdata, sd_bus_error* error) {
     auto* self = static_cast<KdumpObject*>(userdata);
     if (auto done = self->authorizer_->check(m, khod1::action::manage_kdump, error)) return *done;
@@ -164,19 +173,19 @@ int KdumpObject::method_load(sd_bus_message* m, void* userdata, sd_bus_error* er
                              {Errc::invalid_argument, plain_error("", "Load: unknown flags " + hex(flags) +
                                                                           " (none are defined; pass 0)")});
     CrashRecipe recipe{kernel, initrd, cmdline, "khoctl kdump load"};
-    return self->reply(m, error, self->kdump_->load(std::move(recipe)));
+    return self->run(m, error, [self, recipe] { return self->kdump_->load(recipe); });
 }
 
 int KdumpObject::method_unload(sd_bus_message* m, void* userdata, sd_bus_error* error) {
     auto* self = static_cast<KdumpObject*>(userdata);
     if (auto done = self->authorizer_->check(m, khod1::action::manage_kdump, error)) return *done;
-    return self->reply(m, error, self->kdump_->unload());
+    return self->run(m, error, [self] { return self->kdump_->unload(); });
 }
 
 int KdumpObject::method_reload(sd_bus_message* m, void* userdata, sd_bus_error* error) {
     auto* self = static_cast<KdumpObject*>(userdata);
     if (auto done = self->authorizer_->check(m, khod1::action::manage_kdump, error)) return *done;
-    return self->reply(m, error, self->kdump_->reload());
+    return self->run(m, error, [self] { return self->kdump_->reload(); });
 }
 
 }  // namespace khod

@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 
+#include "job_queue.hpp"
 #include "khod/kdump/kdump.hpp"
 #include "polkit.hpp"
 #include "sd_ptr.hpp"
@@ -17,8 +18,9 @@ class KdumpObject {
 public:
     // kdump may be null only for --bus-introspect, where no member is called.
     // after_call runs after every method (khod re-arms its timer there).
+    // jobs runs Load, Unload and Reload in turn, off the loop.
     KdumpObject(sd_bus* bus, Kdump* kdump, std::string event_source, std::function<void()> after_call,
-                PolkitAuthorizer* authorizer);
+                PolkitAuthorizer* authorizer, JobQueue* jobs);
     KdumpObject(const KdumpObject&) = delete;
     KdumpObject& operator=(const KdumpObject&) = delete;
 
@@ -36,6 +38,8 @@ private:
     static int method_unload(sd_bus_message* m, void* userdata, sd_bus_error* error);
     static int method_reload(sd_bus_message* m, void* userdata, sd_bus_error* error);
     int reply(sd_bus_message* m, sd_bus_error* error, const Result<void, Failure>& result);
+    // Runs op as a job and answers m with its outcome.
+    int run(sd_bus_message* m, sd_bus_error* error, std::function<Result<void, Failure>()> op);
     // A monotonic clock time as CLOCK_REALTIME microseconds.
     Usec to_realtime(Usec monotonic) const;
 
@@ -44,6 +48,7 @@ private:
     std::string event_source_;
     std::function<void()> after_call_;
     PolkitAuthorizer* authorizer_;
+    JobQueue* jobs_;
     SdBusSlotPtr slot_;
 };
 

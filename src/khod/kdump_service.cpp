@@ -23,7 +23,8 @@ KdumpService::~KdumpService() {
     }
 }
 
-int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authorizer) {
+int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authorizer, JobQueue* jobs) {
+    jobs_ = jobs;
     KdumpSettings settings;
     std::optional<CrashRecipe> recipe;
     std::string recipe_error;
@@ -62,17 +63,11 @@ int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authoriz
     const std::string source_name = source_ ? source_->name() : "none";
 
     object_ = std::make_unique<KdumpObject>(
-        bus, kdump_.get(), source_name, [this] { rearm(); }, authorizer);
-    kdump_->on_change([this](const std::vector<std::string>& changed) { object_->emit_changed(changed); });
-    kdump_->on_reloaded([this](const ReloadReport& rep) {
-        if (rep.ok)
-            log(LOG_NOTICE, "kdump: reloaded the crash kernel (%s) in %llu us, %llu us without one",
-                rep.cause.c_str(), static_cast<unsigned long long>(rep.duration),
-                static_cast<unsigned long long>(rep.unloaded));
-        else
-            log(LOG_ERR, "kdump: reload (%s) failed: %s", rep.cause.c_str(), rep.error.c_str());
-        object_->emit_reloaded(rep);
+        bus, kdump_.get(), source_name, [this] { rearm(); }, authorizer, jobs_);
+    kdump_->on_change([this](const std::vector<std::string>& changed) {
+        jobs_->on_loop([this, changed] { object_->emit_changed(changed); });
     });
+    kdump_->on_reloaded([this](const ReloadReport& rep) { jobs_->on_loop([this, rep] { announce(rep); }); });
     kdump_->on_record_error([](const Error& e) { log(LOG_WARNING, "kdump: %s", e.describe().c_str()); });
     // On the bus before start(): start() announces what it found.
     if (int r = object_->attach(); r < 0) return r;
@@ -86,6 +81,7 @@ int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authoriz
     if (r < 0) return r;
     timer_.reset(timer);
     sd_event_source_set_enabled(timer, SD_EVENT_OFF);
+    jobs_->on_busy_changed([this](bool busy) { hold_hotplug(busy); });
 
     if (source_ && source_->kind() != UeventSource::Kind::none) {
         std::error_code ec;
@@ -103,7 +99,26 @@ int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authoriz
     return 0;
 }
 
+void KdumpService::announce(const ReloadReport& rep) {
+    if (rep.ok)
+        log(LOG_NOTICE, "kdump: reloaded the crash kernel (%s) in %llu us, %llu us without one",
+            rep.cause.c_str(), static_cast<unsigned long long>(rep.duration),
+            static_cast<unsigned long long>(rep.unloaded));
+    else
+        log(LOG_ERR, "kdump: reload (%s) failed: %s", rep.cause.c_str(), rep.error.c_str());
+    object_->emit_reloaded(rep);
+}
+
+void KdumpService::hold_hotplug(bool hold) {
+    if (source_) source_->set_enabled(!hold);
+    if (hold && timer_)
+        sd_event_source_set_enabled(timer_.get(), SD_EVENT_OFF);
+    else
+        rearm();
+}
+
 void KdumpService::rearm() {
+    if (jobs_ && jobs_->busy()) return;  // hold_hotplug(false) re-arms
     if (!timer_) return;
     auto d = kdump_->deadline();
     if (!d) {
@@ -132,8 +147,11 @@ void KdumpService::after_timer_or_event() {
 int KdumpService::on_timer(sd_event_source* /*source*/, uint64_t /*usec*/, void* userdata) {
     auto* self = static_cast<KdumpService*>(userdata);
     return guarded_event("kdump timer", [self] {
-        self->kdump_->on_timer();
-        self->after_timer_or_event();
+        // A reload is a load like any other: off the loop, in turn. The queue
+        // is idle here (hold_hotplug keeps the timer off while it is not).
+        const bool queued = self->jobs_->submit({"kdump hotplug", [self] { self->kdump_->on_timer(); },
+                                                 [self] { self->after_timer_or_event(); }});
+        if (!queued) log(LOG_WARNING, "kdump: the job queue is full; the hotplug step waits for it");
         return 0;
     });
 }

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "bus_kdump.hpp"
+#include "job_queue.hpp"
 #include "khod/kdump/kdump.hpp"
 #include "polkit.hpp"
 #include "sd_ptr.hpp"
@@ -29,8 +30,9 @@ public:
     KdumpService(const KdumpService&) = delete;
     KdumpService& operator=(const KdumpService&) = delete;
 
-    // Reads the config, starts watching, attaches the bus object. Negative errno on failure.
-    int start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authorizer);
+    // Reads the config, starts watching, attaches the bus object. Negative
+    // errno on failure. Loads, the hotplug ones included, run as jobs.
+    int start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authorizer, JobQueue* jobs);
 
     // The file the udev drop-ins test: present while khod handles hotplug for kdump.
     std::filesystem::path marker_path() const { return runtime_dir_ / "kdump-hotplug"; }
@@ -38,6 +40,11 @@ public:
 private:
     void rearm();
     void after_timer_or_event();
+    // The Reloaded signal and its journal line.
+    void announce(const ReloadReport& report);
+    // While any job runs, hotplug events wait and the timer is off: the
+    // state machine takes one step at a time.
+    void hold_hotplug(bool hold);
     static int on_timer(sd_event_source* source, uint64_t usec, void* userdata);
 
     const Sysroot& root_;
@@ -48,6 +55,7 @@ private:
     std::unique_ptr<Kdump> kdump_;
     std::unique_ptr<UeventSource> source_;
     std::unique_ptr<KdumpObject> object_;
+    JobQueue* jobs_ = nullptr;
     SdEventSourcePtr timer_;
     std::uint64_t logged_confirmations_ = 0;
     std::string logged_error_;

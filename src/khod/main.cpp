@@ -14,6 +14,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "backends.hpp"
@@ -24,6 +25,7 @@
 #include "exec_barrier.hpp"
 #include "fd_store.hpp"
 #include "introspect.hpp"
+#include "job_queue.hpp"
 #include "kdump_service.hpp"
 #include "khod-config.h"
 #include "khod/base/sysroot.hpp"
@@ -99,6 +101,8 @@ khod::LiveUpdateConfig liveupdate_config(const khod::Sysroot& root) {
 }
 
 int run(const Options& options) {
+    // The loop thread's, but while it waits for events (job_queue.hpp).
+    std::lock_guard<std::mutex> state(khod::state_lock());
     khod::Sysroot root(options.sysroot);
     auto backends = khod::make_backends(root, options.fake_kexec);
     if (!backends) {
@@ -136,6 +140,15 @@ int run(const Options& options) {
     log_luo_recovery(sessions.restore(khod::take_stored_fds()), fd_store.available());
 
     khod::HandoverHooks hooks = khod::standard_handover_hooks();
+    // Decompressing the target is the slow part of Prepare: the loop answers meanwhile.
+    hooks.target_compat = [check = std::move(hooks.target_compat)](const khod::Sysroot& shared,
+                                                                   const khod::HandoverTarget& target,
+                                                                   const khod::CarriedState& carried) {
+        // Copied while the lock is held: the loop may look at debugfs again meanwhile.
+        const khod::Sysroot view = shared;  // NOLINT(performance-unnecessary-copy-initialization)
+        khod::Unlocked unlocked;
+        return check(view, target, carried);
+    };
     // The target check must know what a wrong kernel would drop.
     hooks.carried = [&sessions] {
         return khod::CarriedState{sessions.outgoing().size(), sessions.outgoing_bytes(),
@@ -152,7 +165,9 @@ int run(const Options& options) {
     if ((r = sd_bus_open_system(&raw_bus)) < 0) return fail("connecting to the system bus", r);
     khod::SdBusPtr bus(raw_bus);
     khod::PolkitAuthorizer authorizer(bus.get());
-    khod::HandoverObject handover_object(bus.get(), event.get(), &handover, &authorizer);
+    khod::JobQueue jobs(event.get());
+    if ((r = jobs.start()) < 0) return fail("setting up the job queue", r);
+    khod::HandoverObject handover_object(bus.get(), event.get(), &handover, &authorizer, &jobs);
     if ((r = handover_object.attach()) < 0)
         return fail(std::string("adding ") + khod1::handover_interface, r);
     khod::ExecBarrier barrier(event.get());
@@ -164,7 +179,7 @@ int run(const Options& options) {
     khod::ScratchObject scratch_object(bus.get(), &root);
     if ((r = scratch_object.attach()) < 0) return fail(std::string("adding ") + khod1::scratch_interface, r);
     khod::KdumpService kdump(root, std::move(backends->kdump), runtime_dir, options.uevent_socket);
-    if ((r = kdump.start(bus.get(), event.get(), &authorizer)) < 0)
+    if ((r = kdump.start(bus.get(), event.get(), &authorizer, &jobs)) < 0)
         return fail(std::string("adding ") + khod1::kdump_interface, r);
     if ((r = sd_bus_attach_event(bus.get(), event.get(), SD_EVENT_PRIORITY_NORMAL)) < 0)
         return fail("attaching the bus to the event loop", r);
@@ -174,7 +189,8 @@ int run(const Options& options) {
     sd_notifyf(0, "READY=1\nSTATUS=handover %s, KHO ABI %s", khod::to_string(handover.state()),
                khod::to_string(handover.abi()));
     liveupdate_object.mark_ready();
-    r = sd_event_loop(event.get());
+    r = khod::run_event_loop(event.get());
+    jobs.stop();
     sd_notify(0, "STOPPING=1");
     if (r < 0) return fail("event loop", r);
     return 0;

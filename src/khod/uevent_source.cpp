@@ -89,6 +89,10 @@ UeventSource::~UeventSource() {
     if (!socket_path_.empty()) ::unlink(socket_path_.c_str());
 }
 
+void UeventSource::set_enabled(bool on) {
+    if (io_) sd_event_source_set_enabled(io_.get(), on ? SD_EVENT_ON : SD_EVENT_OFF);
+}
+
 const char* UeventSource::name() const {
     switch (kind_) {
         case Kind::udev: return "udev";

@@ -42,6 +42,9 @@ public:
     Kind kind() const { return kind_; }
     // "udev", "kernel", "test-socket" or "none": the EventSource property.
     const char* name() const;
+    // Off: events wait in the socket (sized for storms; an overflow still
+    // reaches the lost handler) until turned on again.
+    void set_enabled(bool on);
 
 private:
     UeventSource() = default;

@@ -6,6 +6,7 @@
 #include <csignal>
 #include <filesystem>
 
+#include "backends/fake_knobs.hpp"
 #include "khod/base/caller_file.hpp"
 #include "khod/base/fd.hpp"
 
@@ -47,6 +48,7 @@ void FakeKdumpBackend::maybe_killed_at(const char* point) const {
 
 Result<void> FakeKdumpBackend::load_crash(const CrashRecipe& recipe) {
     loads.push_back(recipe);
+    sleep_as_knob_says(root_, "/fake-kdump/load-delay-ms");
     // Opened as kexec_file_load() opens them, so a FIFO cannot hang the fake either.
     auto kernel = open_regular_file(recipe.kernel, "the kernel (fake)");
     if (!kernel) return kernel.error();

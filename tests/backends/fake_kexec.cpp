@@ -1,5 +1,7 @@
 #include "backends/fake_kexec.hpp"
 
+#include "backends/fake_knobs.hpp"
+
 namespace khod {
 
 Result<void> FakeKexecBackend::set_loaded(bool loaded) {
@@ -12,6 +14,7 @@ Result<void> FakeKexecBackend::set_loaded(bool loaded) {
 
 Result<void> FakeKexecBackend::load(const HandoverTarget& target) {
     loads.push_back(target);
+    sleep_as_knob_says(root_, "/fake-kexec/load-delay-ms");
     if (fail_load) return errno_error(*fail_load, target.kernel, "kexec_file_load (fake)");
     return set_loaded(true);
 }

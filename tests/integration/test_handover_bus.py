@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import unittest
 from pathlib import Path
 
@@ -19,6 +20,15 @@ from khodbus import FIXTURES, REPO, Khod, KhodBusTest, PrivateBus
 BUILDDIR = Path(os.environ.get("KHOD_BUILDDIR", REPO / "build"))
 KERNEL = Path(os.environ.get("KHOD_VM_KERNEL", REPO.parent / "shared" / "vm" / "bzImage"))
 LOADED = "sys/kernel/kexec/loaded"
+
+
+def wait_for_file(path, proc, timeout=10):
+    """Waits (bounded) for a fake backend's marker, failing if proc ended first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{path} never appeared")
+        time.sleep(0.02)
 
 
 class HandoverBusTest(KhodBusTest):
@@ -80,6 +90,36 @@ class StatelessAbi(HandoverBusTest):
         rc, doc = self.ctl("exec", "--force")
         self.assertEqual(rc, 0, doc)
         self.assertEqual(doc["handover"]["State"], "executing")
+
+    def test_a_slow_load_leaves_the_bus_answering(self):
+        """Finalize's kexec_file_load runs off the event loop. While the fake
+        load takes 3 s, properties and khoctl's status calls are answered, and
+        an Exec sent meanwhile waits its turn: it sees the target loaded."""
+        self.prepare()
+        knob = self.khod.sysroot / "fake-kexec/load-delay-ms"
+        knob.parent.mkdir(parents=True, exist_ok=True)
+        knob.write_text("3000\n")
+        khoctl = [str(BUILDDIR / "src/khoctl/khoctl"), "--json"]
+        finalize = subprocess.Popen([*khoctl, "finalize"], env=self.bus.env, stdout=subprocess.PIPE, text=True)
+        try:
+            wait_for_file(knob.with_name(knob.name + ".sleeping"), finalize)
+            exec_call = subprocess.Popen([*khoctl, "exec", "--force"], env=self.bus.env, stdout=subprocess.PIPE,
+                                         text=True)
+            self.assertEqual(self.khod.prop("State"), 's "prepared"')
+            rc, doc = self.ctl("kdump", "status")
+            self.assertEqual(rc, 0, doc)
+            self.assertTrue(knob.with_name(knob.name + ".sleeping").exists(), "answered only after the load")
+            self.assertIsNone(finalize.poll())
+            out, _ = finalize.communicate(timeout=30)
+            self.assertEqual(finalize.returncode, 0, out)
+            out, _ = exec_call.communicate(timeout=30)
+            self.assertEqual(exec_call.returncode, 0, f"Exec ran before Finalize ended: {out}")
+            self.assertEqual(json.loads(out)["handover"]["State"], "executing")
+        finally:
+            for p in (finalize, locals().get("exec_call")):
+                if p and p.poll() is None:
+                    p.kill()
+                    p.wait()
 
     def test_wrong_state_calls(self):
         for args in (["finalize"], ["abort"], ["exec"]):

@@ -114,6 +114,43 @@ class ReloadWhereTheKernelCannotUpdate(KdumpBusTest):
     conf = ("[Kdump]\nKernel={kernel}\nInitrd={initrd}\n"
             "CommandLine=console=ttyS0 irqpoll\n  nr_cpus=1 reset_devices\nSettleSec=200ms\nMaxDelaySec=2\n")
 
+    def test_a_slow_load_leaves_the_bus_answering_and_loses_no_event(self):
+        """Loads run off the event loop: while the fake kexec_file_load takes
+        2 s, status is answered; hotplug events sent meanwhile wait in the
+        socket and are all counted after it; a second Reload waits its turn."""
+        knob = self.khod.sysroot / "fake-kdump/load-delay-ms"
+        knob.parent.mkdir(parents=True, exist_ok=True)
+        knob.write_text("2000\n")
+        sleeping = knob.with_name(knob.name + ".sleeping")
+        khoctl = [str(BUILDDIR / "src/khoctl/khoctl"), "--json", "--sysroot", str(self.khod.sysroot), "kdump"]
+        first = subprocess.Popen([*khoctl, "reload"], env=self.bus.env, stdout=subprocess.PIPE, text=True)
+        second = None
+        try:
+            deadline = time.monotonic() + 10
+            while not sleeping.exists():
+                self.assertIsNone(first.poll(), "the reload ended before its load began")
+                self.assertLess(time.monotonic(), deadline, "the fake load never began")
+                time.sleep(0.02)
+            before = self.status()
+            self.assertTrue(sleeping.exists(), "status was answered only after the load")
+            self.assertEqual(before["EventsSeen"], 0)
+            self.khod.send_events(storm(10))
+            second = subprocess.Popen([*khoctl, "reload"], env=self.bus.env, stdout=subprocess.PIPE, text=True)
+            self.assertIsNone(first.poll())
+            for call in (first, second):
+                out, _ = call.communicate(timeout=30)
+                self.assertEqual(call.returncode, 0, out)
+            knob.unlink()
+            st = self.wait_settled(10)
+            self.assertEqual(st["EventsSeen"], 10, "every event sent during the load was read after it")
+            self.assertTrue(st["Loaded"])
+            self.assertGreaterEqual(st["Reloads"], 2)
+        finally:
+            for call in (first, second):
+                if call and call.poll() is None:
+                    call.kill()
+                    call.wait()
+
     def test_initial_state(self):
         st = self.status()
         self.assertTrue(st["Loaded"])
