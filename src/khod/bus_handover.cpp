@@ -114,7 +114,11 @@ int HandoverObject::method_prepare(sd_bus_message* m, void* userdata, sd_bus_err
     std::uint64_t flags = 0;
     int r = sd_bus_message_read(m, "ssst", &kernel, &initrd, &cmdline, &flags);
     if (r < 0) return r;
-    HandoverTarget target{kernel, initrd, cmdline, flags};
+    HandoverTarget target;
+    target.kernel = kernel;
+    target.initrd = initrd;
+    target.cmdline = cmdline;
+    target.flags = flags;
     return answer_with_job(
         *self->jobs_, m, error, [self, target] { return self->handover_->prepare(target); },
         [self](sd_bus_message* call, sd_bus_error* e, const CallOutcome& done) {

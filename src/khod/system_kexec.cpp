@@ -16,6 +16,8 @@ Result<void> SystemKexecBackend::load(const HandoverTarget& target) {
     request.kernel = target.kernel;
     if (!target.initrd.empty()) request.initrd = target.initrd;
     request.cmdline = target.cmdline;
+    if (target.kernel_file) request.kernel_fd = target.kernel_file->fd();
+    if (target.initrd_file) request.initrd_fd = target.initrd_file->fd();
     // Only a non-crash kexec_file_load hands KHO over; the explanation of a
     // refusal (EADDRNOTAVAIL: segments outside scratch) assumes KHO is on.
     return kexec_file_load(root_, request, true);

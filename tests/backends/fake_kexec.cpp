@@ -1,5 +1,7 @@
 #include "backends/fake_kexec.hpp"
 
+#include <unistd.h>
+
 #include "backends/fake_knobs.hpp"
 
 namespace khod {
@@ -14,6 +16,10 @@ Result<void> FakeKexecBackend::set_loaded(bool loaded) {
 
 Result<void> FakeKexecBackend::load(const HandoverTarget& target) {
     loads.push_back(target);
+    std::string head(16, '\0');
+    const ssize_t n = target.kernel_file ? ::pread(target.kernel_file->fd(), head.data(), head.size(), 0) : 0;
+    head.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    held_kernel_heads.push_back(head);
     sleep_as_knob_says(root_, "/fake-kexec/load-delay-ms");
     if (fail_load) return errno_error(*fail_load, target.kernel, "kexec_file_load (fake)");
     return set_loaded(true);

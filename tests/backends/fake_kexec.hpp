@@ -33,6 +33,8 @@ public:
 
     // What was asked.
     std::vector<HandoverTarget> loads;
+    // The first bytes of the held kernel each load was given ("" when it had none).
+    std::vector<std::string> held_kernel_heads;
     int unloads = 0;
     std::vector<bool> reboots;  // via_systemd of each reboot
 

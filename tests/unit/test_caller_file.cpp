@@ -95,3 +95,40 @@ TEST(CallerFile, ReadBzimageRefusesFifo) {
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().describe().find("is a FIFO"), std::string::npos) << r.error().describe();
 }
+
+// What Prepare checked is what Finalize loads: the fd is kept, and a path
+// that names another file by the end of the checks is refused.
+TEST(HeldFile, KeepsTheFileItOpenedAndSeesThePathMoveAway) {
+    TempTree tree;
+    tree.write("boot/vmlinuz-a", "checked");
+    tree.write("boot/vmlinuz-b", "other");
+    tree.symlink("vmlinuz-a", "boot/vmlinuz");
+    auto held = HeldFile::open(tree.root() / "boot/vmlinuz", "the kernel");
+    ASSERT_TRUE(held) << held.error().describe();
+    EXPECT_TRUE(held->still_named_by_path());
+
+    tree.remove("boot/vmlinuz");
+    tree.symlink("vmlinuz-b", "boot/vmlinuz");  // re-pointed, as a kernel upgrade does
+    auto moved = held->still_named_by_path();
+    ASSERT_FALSE(moved);
+    EXPECT_NE(moved.error().describe().find("names another file than the one checked"), std::string::npos)
+        << moved.error().describe();
+    char bytes[8] = {};
+    ASSERT_EQ(::pread(held->fd(), bytes, 7, 0), 7);
+    EXPECT_EQ(std::string(bytes), "checked") << "the held fd still reads the checked file";
+
+    tree.remove("boot/vmlinuz");
+    auto gone = held->still_named_by_path();
+    ASSERT_FALSE(gone);
+    EXPECT_EQ(gone.error().code, ENOENT);
+}
+
+TEST(HeldFile, CopiesShareOneFd) {
+    TempTree tree;
+    tree.write("initrd", "x");
+    auto held = HeldFile::open(tree.root() / "initrd", "the initrd");
+    ASSERT_TRUE(held);
+    const HeldFile copy = *held;
+    EXPECT_EQ(copy.fd(), held->fd());
+    EXPECT_FALSE(HeldFile::open(tree.root() / "nope", "the initrd"));
+}

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <functional>
 
 #include "backends/fake_kexec.hpp"
 #include "khod/kho/handover.hpp"
@@ -36,7 +37,11 @@ struct Bench {
 };
 
 HandoverTarget target() {
-    return {"/boot/vmlinuz-next", "/boot/initrd-next", "console=ttyS0 kho=on", 0};
+    HandoverTarget t;
+    t.kernel = "/boot/vmlinuz-next";
+    t.initrd = "/boot/initrd-next";
+    t.cmdline = "console=ttyS0 kho=on";
+    return t;
 }
 
 }  // namespace
@@ -155,6 +160,55 @@ TEST(Handover, PreflightCompletesTheTargetOrRefusesIt) {
     EXPECT_FALSE(std::filesystem::exists(b.handover->record_path()));
     ASSERT_TRUE(b.handover->prepare(target()));
     EXPECT_EQ(b.handover->target().cmdline, "console=ttyS0 kho=on kho_scratch=16M,64M,32M");
+}
+
+// A preflight that holds the files as khod's does, checking nothing else.
+HandoverHooks holding_hooks(std::function<void()> during_check = {}) {
+    HandoverHooks hooks;
+    hooks.preflight = [during_check](const Sysroot&, HandoverTarget& t) -> Result<void, Failure> {
+        auto kernel = HeldFile::open(t.kernel, "the kernel");
+        if (!kernel) return Failure{Errc::preflight_failed, kernel.error()};
+        t.kernel_file = std::move(*kernel);
+        if (during_check) during_check();
+        return {};
+    };
+    return hooks;
+}
+
+TEST(Handover, FinalizeLoadsTheKernelPrepareCheckedThoughThePathMoved) {
+    TempTree files;
+    files.write("vmlinuz-checked", "checked kernel");
+    files.write("vmlinuz-other", "other kernel");
+    files.symlink("vmlinuz-checked", "vmlinuz");
+    Bench b("vm-7.2-kho", holding_hooks());
+    HandoverTarget t = target();
+    t.kernel = (files.root() / "vmlinuz").string();
+    t.initrd.clear();
+    ASSERT_TRUE(b.handover->prepare(t));
+    files.remove("vmlinuz");
+    files.symlink("vmlinuz-other", "vmlinuz");
+    ASSERT_TRUE(b.handover->finalize());
+    ASSERT_EQ(b.backend.held_kernel_heads.size(), 1u);
+    EXPECT_EQ(b.backend.held_kernel_heads[0], "checked kernel");
+}
+
+TEST(Handover, AKernelReplacedWhileItIsCheckedIsRefused) {
+    TempTree files;
+    files.write("vmlinuz-checked", "checked kernel");
+    files.write("vmlinuz-other", "other kernel");
+    files.symlink("vmlinuz-checked", "vmlinuz");
+    Bench b("vm-7.2-kho", holding_hooks([&] {
+                files.remove("vmlinuz");
+                files.symlink("vmlinuz-other", "vmlinuz");
+            }));
+    HandoverTarget t = target();
+    t.kernel = (files.root() / "vmlinuz").string();
+    auto r = b.handover->prepare(t);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, Errc::preflight_failed);
+    EXPECT_NE(r.error().describe().find("names another file than the one checked"), std::string::npos)
+        << r.error().describe();
+    EXPECT_EQ(b.handover->state(), HandoverState::idle);
 }
 
 TEST(Handover, WrongStatesAreRefusedWithAHint) {

@@ -344,7 +344,9 @@ TEST(HandoverPrepare, AnIncompatibleTargetLeavesNothingPrepared) {
     hooks.carried = [] { return CarriedState{2, 256ull << 20, true}; };
     Handover h(root, backend, tree.root() / "run", hooks);
     h.recover();
-    auto r = h.prepare({(tree.root() / "next/bzImage").string(), "", "", 0});
+    HandoverTarget target;
+    target.kernel = (tree.root() / "next/bzImage").string();
+    auto r = h.prepare(target);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().kind, Errc::target_incompatible);
     EXPECT_NE(r.error().describe().find("has no KHO: \"kho-v4\" not found"), std::string::npos);

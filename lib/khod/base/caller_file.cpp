@@ -36,4 +36,28 @@ Result<RegularFile> open_regular_file(const std::filesystem::path& path, const s
     return RegularFile{std::move(fd), static_cast<std::uint64_t>(st.st_size)};
 }
 
+Result<HeldFile> HeldFile::open(const std::filesystem::path& path, const std::string& what) {
+    auto file = open_regular_file(path, what);
+    if (!file) return file.error();
+    struct stat st {};
+    if (::fstat(file->fd.get(), &st) != 0) return errno_error(errno, path.string(), "cannot stat " + what);
+    HeldFile held;
+    held.fd_ = std::make_shared<const UniqueFd>(std::move(file->fd));
+    held.path_ = path;
+    held.what_ = what;
+    held.dev_ = st.st_dev;
+    held.ino_ = st.st_ino;
+    return held;
+}
+
+Result<void> HeldFile::still_named_by_path() const {
+    struct stat st {};
+    if (::stat(path_.c_str(), &st) != 0)
+        return errno_error(errno, path_.string(), what_ + " went away while it was checked");
+    if (st.st_dev != dev_ || st.st_ino != ino_)
+        return plain_error(path_.string(), "names another file than the one checked (" + what_ +
+                                               " was replaced meanwhile); try again once it stays put");
+    return {};
+}
+
 }  // namespace khod

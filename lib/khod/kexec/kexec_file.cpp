@@ -221,19 +221,26 @@ Result<void> kexec_file_load(const Sysroot& root, const KexecFileLoad& request,
     if (!root.is_live())
         return plain_error(request.kernel.string(),
                            "kexec_file_load needs the live system, not the sysroot " + root.root().string());
-    auto kernel_file = open_regular_file(request.kernel, "the kernel");
-    if (!kernel_file) return kernel_file.error();
-    UniqueFd kernel = std::move(kernel_file->fd);
-    UniqueFd initrd;
-    if (request.initrd) {
-        auto initrd_file = open_regular_file(*request.initrd, "the initrd");
-        if (!initrd_file) return initrd_file.error();
-        initrd = std::move(initrd_file->fd);
+    UniqueFd opened_kernel;
+    int kernel = request.kernel_fd;
+    if (kernel < 0) {
+        auto file = open_regular_file(request.kernel, "the kernel");
+        if (!file) return file.error();
+        opened_kernel = std::move(file->fd);
+        kernel = opened_kernel.get();
+    }
+    UniqueFd opened_initrd;
+    int initrd = request.initrd ? request.initrd_fd : -1;
+    if (request.initrd && initrd < 0) {
+        auto file = open_regular_file(*request.initrd, "the initrd");
+        if (!file) return file.error();
+        opened_initrd = std::move(file->fd);
+        initrd = opened_initrd.get();
     }
     // cmdline_len counts the NUL; std::string's c_str() provides it.
     const unsigned long cmdline_len = request.cmdline.size() + 1;
-    long rc = ::syscall(SYS_kexec_file_load, kernel.get(), initrd.valid() ? initrd.get() : -1, cmdline_len,
-                        request.cmdline.c_str(), kexec_file_flags(request));
+    long rc = ::syscall(SYS_kexec_file_load, kernel, initrd, cmdline_len, request.cmdline.c_str(),
+                        kexec_file_flags(request));
     if (rc == 0) return {};
     const int err = errno;
     return errno_error(err, request.kernel.string(),

@@ -68,6 +68,9 @@ struct KexecFileLoad {
     bool crash = false;                           // KEXEC_FILE_ON_CRASH
     bool debug = false;   // KEXEC_FILE_DEBUG: the kernel logs every segment's placement
     bool no_cma = false;  // KEXEC_FILE_NO_CMA
+    // Open already (held since they were checked): loaded instead of opening the paths.
+    int kernel_fd = -1;
+    int initrd_fd = -1;
 };
 
 // The flags word for a load request.

@@ -219,6 +219,11 @@ Result<void, Failure> Handover::prepare(HandoverTarget target) {
         if (auto r = hooks_.target_compat(root_, target, carried); !r)
             return done(fail(r.error().kind, r.error().error));
     }
+    // The checks read by path; Finalize loads the held files.
+    for (const auto* held : {&target.kernel_file, &target.initrd_file})
+        if (*held)
+            if (auto r = (*held)->still_named_by_path(); !r)
+                return done(fail(Errc::preflight_failed, r.error()));
     target_ = std::move(target);
     state_ = HandoverState::prepared;
     if (auto r = save_record(); !r) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "khod/base/caller_file.hpp"
 #include "khod/base/errc.hpp"
 #include "khod/base/result.hpp"
 #include "khod/base/sysroot.hpp"
@@ -39,6 +40,11 @@ struct HandoverTarget {
     std::string initrd;   // empty: none
     std::string cmdline;  // the command line the next kernel gets (final, after Prepare)
     std::uint64_t flags = 0;
+    // Opened by the preflight and held until the load, which uses them: what
+    // was checked is what is loaded. Absent after a khod restart (the record
+    // has paths only) and without a preflight: then the load opens the paths.
+    std::optional<HeldFile> kernel_file;
+    std::optional<HeldFile> initrd_file;
 };
 
 // What actually touches the kernel: syscalls that cannot run against a

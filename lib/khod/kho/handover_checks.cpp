@@ -7,6 +7,12 @@
 namespace khod {
 
 Result<void, Failure> preflight_target(const Sysroot& root, HandoverTarget& target) {
+    // Held from here to the load. A file that cannot be opened is the
+    // preflight's to report, with the rest of what it finds.
+    if (auto kernel = HeldFile::open(target.kernel, "the kernel")) target.kernel_file = std::move(*kernel);
+    if (!target.initrd.empty())
+        if (auto initrd = HeldFile::open(target.initrd, "the initrd"))
+            target.initrd_file = std::move(*initrd);
     PreflightRequest request;
     request.kernel = target.kernel;
     if (!target.initrd.empty()) request.initrd = target.initrd;
