@@ -134,6 +134,7 @@ class ReloadWhereTheKernelCannotUpdate(KdumpBusTest):
             before = self.status()
             self.assertTrue(sleeping.exists(), "status was answered only after the load")
             self.assertEqual(before["EventsSeen"], 0)
+            self.assertTrue(before["Pending"], "a load in the kernel is not a settled state")
             self.khod.send_events(storm(10))
             second = subprocess.Popen([*khoctl, "reload"], env=self.bus.env, stdout=subprocess.PIPE, text=True)
             self.assertIsNone(first.poll())

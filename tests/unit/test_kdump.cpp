@@ -253,6 +253,20 @@ TEST(Kdump, EventsSentDuringALoadMakeTheImageCurrentAgain) {
     EXPECT_EQ(b.reports.back().events, 3u);
 }
 
+// khod runs loads off its loop: a status call in the middle must not report
+// a settled state while the kernel has freed the old image.
+TEST(Kdump, PendingWhileALoadIsInTheKernel) {
+    Bench b("kdump-7.2-file");
+    b.kdump->start(b.recipe());
+    EXPECT_FALSE(b.kdump->pending());
+    std::optional<bool> pending_mid_load;
+    b.backend.during_load = [&b, &pending_mid_load] { pending_mid_load = b.kdump->pending(); };
+    ASSERT_TRUE(b.kdump->reload());
+    EXPECT_EQ(pending_mid_load, true);
+    b.run_until(b.clock.t + 5 * sec);  // past the check after the load
+    EXPECT_FALSE(b.kdump->pending());
+}
+
 TEST(Kdump, CpuEventsDuringALoadDoNotMatterForAKexecFileImage) {
     Bench b("kdump-7.2-file");
     b.set("sys/kernel/uevent_seqnum", "1000");

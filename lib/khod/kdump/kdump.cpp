@@ -329,6 +329,13 @@ Kdump::Outcome Kdump::do_load(const CrashRecipe& recipe, const std::string& caus
     refresh();
     if (auto checked = check_crash_recipe(root_, recipe); !checked)
         return refuse_load(checked.error(), cause, events, report, hotplug);
+    struct LoadingFlag {
+        explicit LoadingFlag(bool& flag) : flag_(flag) { flag_ = true; }
+        ~LoadingFlag() { flag_ = false; }
+        LoadingFlag(const LoadingFlag&) = delete;
+        LoadingFlag& operator=(const LoadingFlag&) = delete;
+        bool& flag_;
+    } loading(loading_);
     const bool was_loaded = loaded();
     const auto seq_start = read_uevent_seqnum(root_);
     const Usec t0 = clock_.now();

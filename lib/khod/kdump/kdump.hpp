@@ -127,7 +127,7 @@ public:
     bool managed() const { return managed_; }
     // A reload, a confirmation, a retry or the check after a load is scheduled.
     bool pending() const {
-        return coalescer_.pending() || retry_at_.has_value() || dirty_ || verify_.has_value();
+        return loading_ || coalescer_.pending() || retry_at_.has_value() || dirty_ || verify_.has_value();
     }
     std::uint64_t events_seen() const { return events_seen_; }
     std::uint64_t reloads() const { return reloads_; }
@@ -211,6 +211,10 @@ private:
     Coalescer coalescer_;
     bool batch_cpu_ = false, batch_memory_ = false;
     bool managed_ = false;
+    // A load is in the kernel: khod runs it off its loop, and a status call
+    // meanwhile must not see a settled state (the kernel has freed the old
+    // image already).
+    bool loading_ = false;
     bool dirty_ = false;  // events may have been missed by the kernel: the next action reloads
     std::optional<CrashRecipe> recipe_;
     std::optional<CrashRecipe> last_good_;
