@@ -10,10 +10,12 @@
 namespace khod {
 
 KdumpService::KdumpService(const Sysroot& root, std::unique_ptr<KdumpBackend> backend,
-                           std::filesystem::path runtime_dir, std::string test_socket)
+                           std::filesystem::path runtime_dir, std::string test_socket,
+                           UeventSource::Pick pick)
     : root_(root),
       runtime_dir_(std::move(runtime_dir)),
       test_socket_(std::move(test_socket)),
+      pick_(pick),
       backend_(std::move(backend)) {}
 
 KdumpService::~KdumpService() {
@@ -52,7 +54,7 @@ int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authoriz
 
     if (watch) {
         auto s = UeventSource::open(
-            root_, event, test_socket_, [this](const HotplugEvent& e) { kdump_->on_event(e); },
+            root_, event, test_socket_, pick_, [this](const HotplugEvent& e) { kdump_->on_event(e); },
             [this] { kdump_->on_events_lost(); }, [this] { after_timer_or_event(); });
         if (!s) {
             log(LOG_ERR, "kdump: cannot watch hotplug events: %s", s.error().describe().c_str());

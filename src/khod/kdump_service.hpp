@@ -23,9 +23,9 @@ namespace khod {
 
 class KdumpService {
 public:
-    // backend: from make_backends(). test_socket: --uevent-socket.
+    // backend: from make_backends(). test_socket: --uevent-socket; pick: --uevent-source.
     KdumpService(const Sysroot& root, std::unique_ptr<KdumpBackend> backend,
-                 std::filesystem::path runtime_dir, std::string test_socket);
+                 std::filesystem::path runtime_dir, std::string test_socket, UeventSource::Pick pick);
     ~KdumpService();
     KdumpService(const KdumpService&) = delete;
     KdumpService& operator=(const KdumpService&) = delete;
@@ -50,6 +50,7 @@ private:
     const Sysroot& root_;
     std::filesystem::path runtime_dir_;
     std::string test_socket_;
+    UeventSource::Pick pick_;
     std::unique_ptr<KdumpBackend> backend_;
     MonotonicClock clock_;
     std::unique_ptr<Kdump> kdump_;

@@ -36,6 +36,7 @@
 #include "khod1-names.hpp"
 #include "log.hpp"
 #include "sd_ptr.hpp"
+#include "uevent_source.hpp"
 
 namespace {
 
@@ -44,6 +45,7 @@ struct Options {
     std::string runtime_dir;
     bool fake_kexec = false;
     std::string uevent_socket;  // tests: hotplug uevents from this socket
+    khod::UeventSource::Pick uevent_source = khod::UeventSource::Pick::automatic;
 };
 
 const char* yes_no_unknown(const std::optional<bool>& v) {
@@ -178,7 +180,8 @@ int run(const Options& options) {
     handover_object.set_exec_gate(&liveupdate_object);
     khod::ScratchObject scratch_object(bus.get(), &root);
     if ((r = scratch_object.attach()) < 0) return fail(std::string("adding ") + khod1::scratch_interface, r);
-    khod::KdumpService kdump(root, std::move(backends->kdump), runtime_dir, options.uevent_socket);
+    khod::KdumpService kdump(root, std::move(backends->kdump), runtime_dir, options.uevent_socket,
+                             options.uevent_source);
     if ((r = kdump.start(bus.get(), event.get(), &authorizer, &jobs)) < 0)
         return fail(std::string("adding ") + khod1::kdump_interface, r);
     if ((r = sd_bus_attach_event(bus.get(), event.get(), SD_EVENT_PRIORITY_NORMAL)) < 0)
@@ -212,6 +215,13 @@ int main(int argc, char** argv) {
                  khod::have_test_backends()
                      ? "Tests only: simulate kexec loads in the --sysroot tree instead of making syscalls"
                      : "Tests only; this build has no test backends and refuses it");
+    std::string uevent_source = "auto";
+    app.add_option(
+           "--uevent-source", uevent_source,
+           "Where hotplug events come from: auto (udev's monitor while udevd runs, else the kernel's), "
+           "kernel (the only one heard in a private network namespace) or udev")
+        ->check(CLI::IsMember({"auto", "kernel", "udev"}))
+        ->type_name("SOURCE");
     app.add_option("--uevent-socket", options.uevent_socket,
                    "Tests only: read hotplug uevents (kernel format) from this datagram socket")
         ->type_name("PATH");
@@ -221,6 +231,8 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
         return app.exit(e);
     }
+    if (uevent_source == "kernel") options.uevent_source = khod::UeventSource::Pick::kernel;
+    if (uevent_source == "udev") options.uevent_source = khod::UeventSource::Pick::udev;
     if (introspect) {
         auto xml = khod::introspect_exported_objects();
         if (!xml) {

@@ -24,8 +24,8 @@ constexpr int kReceiveBuffer = 16 * 1024 * 1024;
 }  // namespace
 
 Result<std::unique_ptr<UeventSource>> UeventSource::open(const Sysroot& root, sd_event* event,
-                                                         const std::string& test_socket, Handler handler,
-                                                         LostHandler lost, BatchDone done) {
+                                                         const std::string& test_socket, Pick pick,
+                                                         Handler handler, LostHandler lost, BatchDone done) {
     std::unique_ptr<UeventSource> s(new UeventSource());
     s->handler_ = std::move(handler);
     s->lost_ = std::move(lost);
@@ -47,7 +47,8 @@ Result<std::unique_ptr<UeventSource>> UeventSource::open(const Sysroot& root, sd
         fd = s->fd_.get();
     } else if (!root.is_live()) {
         return s;  // kind none: a fixture tree has no hotplug
-    } else if (std::filesystem::exists("/run/udev/control")) {
+    } else if (pick == Pick::udev ||
+               (pick == Pick::automatic && std::filesystem::exists("/run/udev/control"))) {
         s->kind_ = Kind::udev;
         s->udev_ = udev_new();
         if (!s->udev_) return errno_error(errno, "", "udev_new");

@@ -26,15 +26,21 @@ namespace khod {
 class UeventSource {
 public:
     enum class Kind { none, udev, kernel, test_socket };
+    // Which source a live system uses (khod --uevent-source): udev's monitor
+    // hears nothing outside the host's network namespace, the kernel's own
+    // uevents reach every namespace the initial user namespace owns, so
+    // khod.service (PrivateNetwork=yes) says kernel.
+    enum class Pick { automatic, kernel, udev };
     using Handler = std::function<void(const HotplugEvent&)>;
     using LostHandler = std::function<void()>;  // the socket overflowed: events were dropped
     using BatchDone = std::function<void()>;    // after each wakeup's events
 
-    // test_socket non-empty: that source. Else udev or kernel on the live
-    // system, none for a fixture sysroot (its events would not be its tree's).
+    // test_socket non-empty: that source. Else, on the live system, what
+    // pick says, automatic being udev while udevd runs, else kernel; none
+    // for a fixture sysroot (its events would not be its tree's).
     static Result<std::unique_ptr<UeventSource>> open(const Sysroot& root, sd_event* event,
-                                                      const std::string& test_socket, Handler handler,
-                                                      LostHandler lost, BatchDone done);
+                                                      const std::string& test_socket, Pick pick,
+                                                      Handler handler, LostHandler lost, BatchDone done);
     ~UeventSource();
     UeventSource(const UeventSource&) = delete;
     UeventSource& operator=(const UeventSource&) = delete;

@@ -1,9 +1,10 @@
 # Sourced by scenarios that need khod: starts the guest's system bus with
 # khod's shipped policy, then khod, and waits until khod owns its name.
+# $KHOD_WRAPPER, when set, is run with khod's command line (unshare --net).
 start_khod() {
     mkdir -p /run/dbus
     dbus-daemon --config-file=/etc/khod-vm/dbus-system.conf || { echo "dbus-daemon failed"; return 1; }
-    khod "$@" > /tmp/khod.log 2>&1 &
+    ${KHOD_WRAPPER:-} khod "$@" > /tmp/khod.log 2>&1 &
     n=0
     until busctl get-property org.kexec.khod1 /org/kexec/khod1 org.kexec.khod1.Handover State \
             > /dev/null 2>&1; do
