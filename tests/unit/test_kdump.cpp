@@ -573,6 +573,14 @@ TEST(KdumpRecord, DamagedOrForeignRecordsCountForNothing) {
         R"({"version":1,"boot_id":"boot-a","managed":true,"intent":{"step":"dance","since_usec":1}})",
         "boot-a"));
     EXPECT_FALSE(parse_kdump_record("\xff\xfe not json", "boot-a"));
+    // Numbers nlohmann would cast out of range (fuzz-records): refused, not converted.
+    EXPECT_FALSE(parse_kdump_record(R"({"version":1e34,"boot_id":"boot-a","managed":true})", "boot-a"));
+    EXPECT_FALSE(parse_kdump_record(
+        R"({"version":1,"boot_id":"boot-a","managed":true,"intent":{"step":"load","since_usec":-5}})",
+        "boot-a"));
+    EXPECT_FALSE(parse_kdump_record(
+        R"({"version":1,"boot_id":"boot-a","managed":true,"intent":{"step":"load","since_usec":1e300}})",
+        "boot-a"));
     EXPECT_FALSE(parse_kdump_record(R"([1,2])", "boot-a"));
 }
 

@@ -1,6 +1,7 @@
 #include "khod/kdump/kdump_record.hpp"
 
 #include <cerrno>
+#include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -10,7 +11,7 @@ namespace khod {
 
 namespace {
 
-constexpr int record_version = 1;
+constexpr std::uint64_t record_version = 1;
 
 nlohmann::json recipe_json(const CrashRecipe& r) {
     return {{"kernel", r.kernel}, {"initrd", r.initrd}, {"cmdline", r.cmdline}, {"source", r.source}};
@@ -21,6 +22,16 @@ nlohmann::json recipe_json(const CrashRecipe& r) {
 CrashRecipe recipe_from(const nlohmann::json& j) {
     return CrashRecipe{j.at("kernel").get<std::string>(), j.at("initrd").get<std::string>(),
                        j.at("cmdline").get<std::string>(), j.at("source").get<std::string>()};
+}
+
+// nlohmann converts a float or a negative number to an unsigned by a cast,
+// undefined out of range (fuzz-records found 1e34 as "version"): only an
+// unsigned integer is taken.
+std::uint64_t unsigned_from(const nlohmann::json& j, const char* key) {
+    const auto& v = j.at(key);
+    if (!v.is_number_unsigned())
+        throw std::invalid_argument(std::string(key) + " is not an unsigned integer");
+    return v.get<std::uint64_t>();
 }
 
 std::optional<CrashRecipe> optional_recipe(const nlohmann::json& j, const char* key) {
@@ -38,7 +49,7 @@ KdumpIntent intent_from(const nlohmann::json& j) {
     else
         throw std::invalid_argument("unknown step " + step);
     intent.recipe = optional_recipe(j, "recipe");
-    intent.since = j.at("since_usec").get<Usec>();
+    intent.since = unsigned_from(j, "since_usec");
     return intent;
 }
 
@@ -66,7 +77,7 @@ std::optional<KdumpRecord> parse_kdump_record(std::string_view text, const std::
     const auto j = nlohmann::json::parse(text, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return std::nullopt;
     try {
-        if (j.at("version").get<int>() != record_version || j.at("boot_id").get<std::string>() != boot_id)
+        if (unsigned_from(j, "version") != record_version || j.at("boot_id").get<std::string>() != boot_id)
             return std::nullopt;
         KdumpRecord record;
         record.managed = j.at("managed").get<bool>();
