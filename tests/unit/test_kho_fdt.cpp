@@ -804,3 +804,16 @@ TEST(KhoText, PrintableKeepsBackslashSoEscapedTextIsLeftAlone) {
     EXPECT_EQ(khod::printable(std::string_view("a\\x01\x7f", 6)), "a\\x01\\x7f");
     EXPECT_EQ(khod::printable(khod::printable("p\x02")), khod::printable("p\x02"));
 }
+
+// fuzz-kho-fdt found libfdt 1.6's full check dereferencing a null property
+// name in a version-2 tree: such old trees are only salvaged, never given to it.
+TEST(FdtBlob, TreesOlderThanVersion16AreSalvagedNotCheckedByLibfdt) {
+    std::string b = FdtBuilder().str("compatible", "kho-test-v1").finish();
+    b[20] = b[21] = b[22] = 0;  // version (offset 20, big-endian) 17 -> 2
+    b[23] = 2;
+    FdtBlob f = parse_fdt(b, "old");
+    EXPECT_FALSE(f.valid);
+    ASSERT_TRUE(f.error);
+    EXPECT_NE(f.error->describe().find("FDT version 2 is older than 16"), std::string::npos)
+        << f.error->describe();
+}

@@ -17,6 +17,8 @@
 namespace khod {
 
 inline constexpr std::uint32_t fdt_magic_value = 0xd00dfeed;
+// Older trees are salvaged, not handed to libfdt (kho_fdt_blob.cpp).
+inline constexpr std::uint32_t fdt_oldest_checked_version = 16;
 // Node nesting shown; deeper children are counted, not listed (no KHO tree is
 // deeper than 2, and the limit keeps recursion on hostile blobs bounded).
 inline constexpr int fdt_max_depth = 32;
