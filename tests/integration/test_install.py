@@ -1,5 +1,6 @@
-"""`meson install` puts khod where systemd and D-Bus look for it, and the
-unit passes `systemd-analyze verify`."""
+"""`meson install` puts khod where systemd and D-Bus look for it, the
+unit passes `systemd-analyze verify`, and `systemd-analyze security` rates
+its sandbox no worse than khod needs."""
 
 import configparser
 import json
@@ -106,21 +107,72 @@ class Install(unittest.TestCase):
                 self.assertTrue(action.findtext("description"))
                 self.assertTrue(action.findtext("message"))
 
-    def test_unit_verifies_and_names_the_bus(self):
+    def unit_to_analyze(self) -> tuple[str, Path]:
+        """The installed unit's text, and a copy of it whose ExecStart= names
+        the installed binary (the unit names its final path, not the destdir)."""
         unitdir = pkg_var("systemd", "systemdsystemunitdir")
-        unit = self.installed(Path(unitdir) / "khod.service")
-        text = unit.read_text()
+        text = self.installed(Path(unitdir) / "khod.service").read_text()
+        khod = self.installed(Path(self.prefix) / "sbin/khod")
+        check = self.dest / "khod.service"
+        check.write_text(text.replace(f"ExecStart={self.prefix}/sbin/khod", f"ExecStart={khod}"))
+        return text, check
+
+    def test_unit_verifies_and_names_the_bus(self):
+        text, check = self.unit_to_analyze()
         self.assertIn("BusName=org.kexec.khod1", text)
         self.assertIn("Type=notify", text)
         self.assertIn("WatchdogSec=", text)
         self.assertIn(f"ExecStart={self.prefix}/sbin/khod", text)
-        # verify against the installed binary (the unit names its final path)
-        khod = self.installed(Path(self.prefix) / "sbin/khod")
-        check = self.dest / "khod.service"
-        check.write_text(text.replace(f"ExecStart={self.prefix}/sbin/khod", f"ExecStart={khod}"))
         r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(check)], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stderr.strip(), "", "systemd-analyze verify warned")
+
+    # At most 2.0 (hostnamed rates 1.5, timedated 2.4). What
+    # `systemd-analyze security` still counts, and why it stays (khod(8),
+    # SANDBOX; the comments in systemd/khod.service.in):
+    EXPOSURE_CEILING = 2.0
+    EXPOSURE_ACCEPTED = {
+        "User=/DynamicUser=": "debugfs (0700), /dev/liveupdate (0600) and the bus name are root's",
+        "RootDirectory=/RootImage=": "khod reads the host's kernel images and /proc, /sys",
+        "PrivateUsers=": "kexec, /proc/iomem and SO_RCVBUFFORCE check capabilities in the host's user namespace",
+        "ProtectProc=": "sd-bus reads a caller's /proc/PID/cgroup for the unit recorded with a LUO session",
+        "ProcSubset=": "khod reads /proc/iomem, cmdline, meminfo, vmstat, cpuinfo, sys/kernel",
+        "CapabilityBoundingSet=~CAP_SYS_ADMIN": "/proc/iomem shows addresses only to CAP_SYS_ADMIN",
+        "CapabilityBoundingSet=~CAP_SYS_BOOT": "kexec_file_load(2) and reboot(LINUX_REBOOT_CMD_KEXEC)",
+        "CapabilityBoundingSet=~CAP_NET_ADMIN": "SO_RCVBUFFORCE: the uevent socket holds a hotplug storm",
+        "SystemCallFilter=~@reboot": "kexec_file_load and reboot",
+        "SystemCallFilter=~@privileged": "kexec_file_load and reboot are in it (through @reboot)",
+        "RestrictAddressFamilies=~AF_UNIX": "D-Bus, sd_notify and its fd store, the journal",
+        "RestrictAddressFamilies=~AF_NETLINK": "the kernel's hotplug uevents",
+        "DeviceAllow=": "/dev/liveupdate rw (and char-rtc r, which ProtectClock= adds)",
+    }
+
+    def test_unit_sandbox_exposure(self):
+        """`systemd-analyze security --offline=true` on the installed unit: no
+        exposure beyond the accepted ones, and the overall level at most the
+        ceiling."""
+        help_text = subprocess.run(["systemd-analyze", "--help"], capture_output=True, text=True).stdout
+        if "--offline" not in help_text:
+            self.skipTest("systemd-analyze has no --offline (systemd < 250)")
+        _, check = self.unit_to_analyze()
+        security = ["systemd-analyze", "security", "--offline=true", "--no-pager"]
+        env = dict(os.environ, SYSTEMD_COLORS="0", LC_ALL="C.UTF-8")
+        r = subprocess.run(security + ["--json=short", str(check)], capture_output=True, text=True, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        exposed = {item["name"]: item for item in json.loads(r.stdout)
+                   if item["exposure"] is not None and float(item["exposure"]) > 0}
+        unexpected = [f'{name}: {item["description"]} ({item["exposure"]})'
+                      for name, item in sorted(exposed.items()) if name not in self.EXPOSURE_ACCEPTED]
+        if unexpected:
+            self.fail("exposures khod.service was not meant to have:\n  " + "\n  ".join(unexpected))
+        r = subprocess.run(security + [str(check)], capture_output=True, text=True, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        m = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", r.stdout)
+        self.assertIsNotNone(m, f"no overall exposure level in:\n{r.stdout}")
+        level = float(m.group(1))
+        self.assertLessEqual(level, self.EXPOSURE_CEILING,
+                             f"khod.service's exposure is {level}, above {self.EXPOSURE_CEILING}; exposed: "
+                             + ", ".join(sorted(exposed)))
 
 
 if __name__ == "__main__":
