@@ -6,8 +6,10 @@
 #include <functional>
 
 #include "backends/fake_kexec.hpp"
+#include "khod/base/debugfs.hpp"
 #include "khod/kho/handover.hpp"
 #include "khod/kho/handover_checks.hpp"
+#include "khod/kho/kho.hpp"
 #include "tree.hpp"
 
 using namespace khod;
@@ -209,6 +211,36 @@ TEST(Handover, AKernelReplacedWhileItIsCheckedIsRefused) {
     EXPECT_NE(r.error().describe().find("names another file than the one checked"), std::string::npos)
         << r.error().describe();
     EXPECT_EQ(b.handover->state(), HandoverState::idle);
+}
+
+// KHO without its debugfs (KEXEC_HANDOVER_DEBUGFS off, debugfs=off, or not
+// mounted where khod may not mount it): the 7.2 tree less <debugfs>/kho.
+// /dev/liveupdate says KHO is on; the live update goes ahead, with nothing in
+// kho/out to validate (VM: kho-nodebugfs proves it on the real kernel).
+TEST(Handover, WithoutKhoDebugfsLiveupdateSaysKhoIsOnAndTheUpdateRuns) {
+    HandoverHooks hooks;
+    hooks.validate_out = validate_kho_out;
+    Bench b("vm-7.2-kho", std::move(hooks));
+    b.tree.remove("sys/kernel/debug/kho");
+    b.handover->recover();
+    EXPECT_EQ(b.handover->abi(), KhoAbi::stateless);
+    EXPECT_TRUE(b.handover->scratch_areas().empty());
+    ASSERT_TRUE(b.handover->prepare(target())) << b.handover->last_error();
+    ASSERT_TRUE(b.handover->finalize()) << b.handover->last_error();
+    EXPECT_EQ(b.handover->state(), HandoverState::loaded);
+
+    Sysroot root = b.root;
+    KhoStatus kho = probe_kho(root, Cmdline::parse("kho=on"), ensure_debugfs(root, false));
+    EXPECT_EQ(kho.active, true);
+    EXPECT_TRUE(kho.without_debugfs);
+    EXPECT_NE(kho.active_reason.find("/dev/liveupdate exists"), std::string::npos) << kho.active_reason;
+
+    ASSERT_TRUE(b.handover->abort());
+    b.tree.remove("dev/liveupdate");  // liveupdate=off: nothing says KHO is on
+    b.handover->recover();
+    auto r = b.handover->prepare(target());
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, Errc::not_supported);
 }
 
 TEST(Handover, WrongStatesAreRefusedWithAHint) {

@@ -142,8 +142,22 @@ TEST_F(Preflight, KhoOff) {
     EXPECT_FALSE(r.placement);
 }
 
+// /dev/liveupdate says KHO is on: what debugfs would show is a warning, the
+// kernel checks the placement at the load.
+TEST_F(Preflight, DebugfsUnreachableWithLiveupdate) {
+    tree.write("proc/self/mounts", "proc /proc proc rw 0 0\nsysfs /sys sysfs rw 0 0\n");
+    PreflightReport r = run();
+    EXPECT_TRUE(r.ok());
+    EXPECT_EQ(get(r, "debugfs").status, CheckStatus::warning);
+    EXPECT_EQ(get(r, "kho").status, CheckStatus::ok);
+    EXPECT_TRUE(contains(get(r, "kho").message, "/dev/liveupdate exists")) << get(r, "kho").message;
+    EXPECT_EQ(get(r, "scratch-fit").status, CheckStatus::warning);
+    EXPECT_TRUE(contains(get(r, "scratch-fit").message, "EADDRNOTAVAIL")) << get(r, "scratch-fit").message;
+}
+
 TEST_F(Preflight, DebugfsUnreachable) {
     tree.write("proc/self/mounts", "proc /proc proc rw 0 0\nsysfs /sys sysfs rw 0 0\n");
+    tree.remove("dev/liveupdate");
     PreflightReport r = run();
     EXPECT_EQ(get(r, "debugfs").status, CheckStatus::failed);
     EXPECT_EQ(get(r, "kho").status, CheckStatus::failed);

@@ -210,8 +210,16 @@ TEST(StatusDebugfs, FixtureWithoutDebugfsIsNeverMountedInto) {
     EXPECT_FALSE(s.kho.debugfs.mounted_now);
     ASSERT_TRUE(s.kho.debugfs.error);
     EXPECT_NE(s.kho.debugfs.error->describe().find("not mounted"), std::string::npos);
-    // Without debugfs, KHO's state is unknown and the command line is the only hint.
+    // Without debugfs, /dev/liveupdate says KHO is on (LUO runs only on KHO).
+    EXPECT_EQ(s.kho.active, true);
+    EXPECT_TRUE(s.kho.without_debugfs);
+    EXPECT_NE(s.kho.active_reason.find("/dev/liveupdate exists"), std::string::npos) << s.kho.active_reason;
+    EXPECT_EQ(s.kho.abi, KhoAbi::stateless);
+    // Without it too (liveupdate=off), KHO's state is unknown and the command line is the only hint.
+    t.remove("dev/liveupdate");
+    s = status_of(t.root());
     EXPECT_FALSE(s.kho.active);
+    EXPECT_FALSE(s.kho.without_debugfs);
     EXPECT_NE(s.kho.active_reason.find("kho=on"), std::string::npos) << s.kho.active_reason;
     EXPECT_EQ(s.kho.abi, KhoAbi::unknown);
 }

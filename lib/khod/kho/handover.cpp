@@ -207,10 +207,11 @@ Result<void, Failure> Handover::prepare(HandoverTarget target) {
                          plain_error(target.initrd, "the initrd must be given as an absolute path")));
     refresh_kernel_view();
     if (abi_ == KhoAbi::unknown || !kho_active_.value_or(false))
-        return done(fail(Errc::not_supported,
-                         plain_error(root_.debugfs("kho").kernel,
-                                     "KHO is not active in this kernel: boot it with kho=on (and a "
-                                     "KEXEC_HANDOVER kernel with debugfs)")));
+        return done(
+            fail(Errc::not_supported,
+                 plain_error(root_.debugfs("kho").kernel,
+                             "KHO is not active in this kernel: boot it with kho=on (a KEXEC_HANDOVER "
+                             "kernel; where KHO's debugfs is not visible, liveupdate=on says KHO is on)")));
     if (hooks_.preflight) {
         if (auto r = hooks_.preflight(root_, target); !r) return done(fail(r.error().kind, r.error().error));
     }

@@ -102,6 +102,10 @@ Result<std::vector<ScratchArea>> read_scratch_areas(const Sysroot& root, KhoAbi 
     return areas;
 }
 
+bool kho_without_debugfs(const Sysroot& root, const DebugfsState& debugfs) {
+    return !(debugfs.mounted && exists(root.debugfs("kho"))) && exists(root.dev("liveupdate"));
+}
+
 KhoStatus probe_kho(const Sysroot& root, const Cmdline& cmdline, const DebugfsState& debugfs) {
     KhoStatus s;
     s.debugfs = debugfs;
@@ -133,11 +137,21 @@ KhoStatus probe_kho(const Sysroot& root, const Cmdline& cmdline, const DebugfsSt
         s.active_reason = "debugfs unreachable and no kho= on the command line";
     }
 
+    // The device says KHO is on where debugfs cannot. LUO came with the stateless ABI.
+    if (kho_without_debugfs(root, debugfs)) {
+        s.active = true;
+        s.without_debugfs = true;
+        s.abi = KhoAbi::stateless;
+        s.active_reason = std::string("/dev/liveupdate exists (LUO runs only on KHO); ") +
+                          (debugfs.mounted ? "no kho/ in debugfs (a kernel without KEXEC_HANDOVER_DEBUGFS)"
+                                           : "debugfs not reachable") +
+                          ": scratch areas and kho/out not visible";
+    }
     if (s.abi == KhoAbi::finalize) {
         KernelPath path = root.debugfs("kho/out/finalize");
         s.finalized = make_probe<bool>(path, read_flag(path));
     }
-    if (s.abi != KhoAbi::unknown) {
+    if (s.abi != KhoAbi::unknown && !s.without_debugfs) {
         KernelPath path = root.debugfs(s.abi == KhoAbi::stateless_bootmem ? "kho/out/bootmem_phys"
                                                                           : "kho/out/scratch_phys");
         s.scratch = make_probe<std::vector<ScratchArea>>(path, read_scratch_areas(root, s.abi));

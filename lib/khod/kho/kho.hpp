@@ -51,6 +51,11 @@ struct KhoStatus {
     KhoAbi abi = KhoAbi::unknown;
     std::optional<bool> active;  // nullopt when neither debugfs nor the command line tells
     std::string active_reason;
+    // Active by /dev/liveupdate while kho/ is not visible (a kernel without
+    // KEXEC_HANDOVER_DEBUGFS, debugfs=off, or debugfs not mounted where khod
+    // may not mount it): the scratch areas and kho/out are unknown, the kernel
+    // checks segment placement itself at the load.
+    bool without_debugfs = false;
     Probe<bool> finalized;  // finalize ABI only
     Probe<std::vector<ScratchArea>> scratch;
 };
@@ -63,5 +68,10 @@ KhoAbi detect_kho_abi(const Sysroot& root);
 Result<std::vector<ScratchArea>> read_scratch_areas(const Sysroot& root, KhoAbi abi);
 
 KhoStatus probe_kho(const Sysroot& root, const Cmdline& cmdline, const DebugfsState& debugfs);
+
+// KHO is on but its debugfs is not visible: no <debugfs>/kho, while
+// /dev/liveupdate exists (LUO registers it only when enabled, and disables
+// itself without KHO: kernel/liveupdate/luo_core.c).
+bool kho_without_debugfs(const Sysroot& root, const DebugfsState& debugfs);
 
 }  // namespace khod

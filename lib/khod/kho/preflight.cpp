@@ -122,6 +122,12 @@ void check_scratch_fit(PreflightReport& r) {
         add(r, check::scratch_fit, CheckStatus::skipped, "needs a readable initrd");
         return;
     }
+    if (r.scratch.empty() && r.kho_without_debugfs) {
+        add(r, check::scratch_fit, CheckStatus::warning,
+            "the scratch areas are not visible without KHO's debugfs: the kernel checks the placement at "
+            "the load and refuses a segment outside them (EADDRNOTAVAIL) with nothing loaded");
+        return;
+    }
     if (r.scratch.empty()) {
         add(r, check::scratch_fit, CheckStatus::failed,
             "the kernel lists no KHO scratch areas; kexec_file_load would fail with EADDRNOTAVAIL");
@@ -290,12 +296,13 @@ PreflightReport run_preflight(const Sysroot& sysroot, const PreflightRequest& re
             "mounted at " + debugfs.mountpoint + (debugfs.mounted_now ? " (mounted by this check)" : ""));
     } else {
         std::string why = debugfs.error ? debugfs.error->describe() : "not mounted";
-        add(r, check::debugfs, CheckStatus::failed,
+        add(r, check::debugfs, kho.without_debugfs ? CheckStatus::warning : CheckStatus::failed,
             "debugfs is not reachable (" + why + "); KHO's state and scratch areas live there",
             debugfs.error);
     }
     r.kho_active = kho.active;
     r.kho_abi = kho.abi;
+    r.kho_without_debugfs = kho.without_debugfs;
     if (kho.scratch.ok()) r.scratch = *kho.scratch.value;
     if (kho.active == true && kho.scratch.state == ProbeState::error) {
         add(r, check::kho, CheckStatus::failed,

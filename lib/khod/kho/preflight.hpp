@@ -64,6 +64,7 @@ struct PreflightReport {
     std::vector<PreflightCheck> checks;
     std::optional<bool> kho_active;
     KhoAbi kho_abi = KhoAbi::unknown;
+    bool kho_without_debugfs = false;  // KhoStatus::without_debugfs
     std::vector<ScratchArea> scratch;
     std::optional<BzImageInfo> kernel;
     std::optional<std::filesystem::path> initrd;

@@ -10,6 +10,7 @@
 #include "khod/base/debugfs.hpp"
 #include "khod/base/units.hpp"
 #include "khod/kexec/bzimage.hpp"
+#include "khod/kho/kho.hpp"
 #include "khod/kho/kho_fdt.hpp"
 
 namespace khod {
@@ -115,9 +116,18 @@ const char* to_string(CompatRole role) {
 Result<HandoverNeeds> read_handover_needs(const Sysroot& root, const CarriedState& carried) {
     Sysroot view = root;
     DebugfsState debugfs = ensure_debugfs(view, true);
+    HandoverNeeds r;
+    if (kho_without_debugfs(view, debugfs)) {
+        // KHO without its debugfs (kho.cpp): what this kernel hands over is
+        // not visible; the memfd handler, the one carried data needs, is known.
+        r.notes.emplace_back(
+            "kho/out is not visible without KHO's debugfs: only the memfd handler is checked, "
+            "when memfds are carried");
+        if (carried.memfds) r.needs.push_back({CompatRole::file_handler, kMemfdCompatible, ""});
+        return r;
+    }
     KhoFdtReport out = read_kho_fdt(view, KhoFdtDirection::out, debugfs);
     if (out.error) return *out.error;
-    HandoverNeeds r;
     if (auto c = own_root_compatible(view, debugfs, out, r.notes))
         r.needs.push_back({CompatRole::kho_root, *c, ""});
     bool luo_v5 = false;
