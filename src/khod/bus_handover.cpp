@@ -168,13 +168,21 @@ int HandoverObject::start_exec(sd_bus_message* m, sd_bus_error* error, std::uint
     exec_request_flags_ = flags;
     auto begun = handover_->begin_exec(flags);
     if (!begun) return reply(m, error, begun);
+    // Until the reboot, no load may take the kernel's kexec_lock: reboot(KEXEC)
+    // would fail with EBUSY after the caller was told the exec is on.
+    jobs_->hold();
     // Answer first: once the reboot syscall runs, nothing will be sent.
     int r = sd_bus_reply_method_return(m, "");
-    if (r < 0) return r;
+    if (r < 0) {
+        handover_->cancel_exec(Failure{Errc::io_error, errno_error(-r, "", "answering Exec")});
+        jobs_->release();
+        return r;
+    }
     sd_event_source* source = nullptr;
     r = sd_event_add_defer(event_, &source, &HandoverObject::on_exec_deferred, this);
     if (r < 0) {
         handover_->cancel_exec(Failure{Errc::io_error, errno_error(-r, "", "scheduling the reboot")});
+        jobs_->release();
         return 1;
     }
     exec_source_.reset(source);
@@ -207,6 +215,7 @@ void HandoverObject::reboot_now(const Result<void, Failure>& ready) {
         log(LOG_ERR, "Exec abandoned: %s", ready.error().describe().c_str());
         handover_->cancel_exec(ready.error());
         if (gate_) gate_->abandoned();
+        jobs_->release();
         return;
     }
     sd_bus_flush(bus_);
@@ -215,6 +224,7 @@ void HandoverObject::reboot_now(const Result<void, Failure>& ready) {
     if (r) return;
     log(LOG_ERR, "Exec failed: %s", r.error().describe().c_str());
     if (gate_) gate_->abandoned();
+    jobs_->release();
 }
 
 }  // namespace khod

@@ -1,11 +1,13 @@
 #include "bus_job.hpp"
 
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include "bus_object.hpp"
+#include "guard.hpp"
 #include "log.hpp"
 #include "sd_ptr.hpp"
 
@@ -29,7 +31,14 @@ std::shared_ptr<sd_bus_message> hold(sd_bus_message* call) {
 
 void send_answer(sd_bus_message* call, const CallAnswer& answer) {
     SdBusError error;
-    const int r = answer(call, error.get());
+    int r = 0;
+    try {
+        r = answer(call, error.get());
+    } catch (const std::exception& e) {
+        r = reply_exception(call, error.get(), e.what());
+    } catch (...) {
+        r = reply_exception(call, error.get(), "unknown exception");
+    }
     if (r >= 0) return;
     const int sent = sd_bus_error_is_set(error.get()) ? sd_bus_reply_method_error(call, error.get())
                                                       : sd_bus_reply_method_errno(call, r, nullptr);

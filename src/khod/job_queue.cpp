@@ -6,7 +6,9 @@
 
 #include <cerrno>
 #include <exception>
+#include <system_error>
 
+#include "guard.hpp"
 #include "log.hpp"
 
 namespace khod {
@@ -34,6 +36,24 @@ std::mutex& state_lock() {
     return lock;
 }
 
+namespace {
+
+// std::mutex is not fair: a loop woken again and again (a flood of property
+// reads) could retake the state lock before a job waiting for it ever runs.
+// Whoever waits for the lock holds the turnstile meanwhile, so the other
+// side queues behind it instead of overtaking.
+std::mutex& turnstile() {
+    static std::mutex lock;
+    return lock;
+}
+
+void take_state_lock() {
+    std::lock_guard<std::mutex> in_turn(turnstile());
+    state_lock().lock();
+}
+
+}  // namespace
+
 Unlocked::Unlocked() {
     if (!on_job_thread) return;
     state_lock().unlock();
@@ -41,7 +61,7 @@ Unlocked::Unlocked() {
 }
 
 Unlocked::~Unlocked() {
-    if (released_) state_lock().lock();
+    if (released_) take_state_lock();
 }
 
 int run_event_loop(sd_event* event) {
@@ -51,7 +71,7 @@ int run_event_loop(sd_event* event) {
         if (r == 0) {
             state_lock().unlock();
             r = sd_event_wait(event, UINT64_MAX);
-            state_lock().lock();
+            take_state_lock();
         }
         if (r > 0) r = sd_event_dispatch(event);
         if (r < 0) return r;
@@ -98,6 +118,16 @@ bool JobQueue::submit(Job job) {
     return true;
 }
 
+void JobQueue::hold() {
+    held_ = true;
+    set_busy(true);
+}
+
+void JobQueue::release() {
+    held_ = false;
+    start_next();
+}
+
 void JobQueue::on_loop(std::function<void()> fn) {
     if (on_job_thread)
         deferred_.push_back(std::move(fn));  // the state lock orders this with finish()
@@ -106,7 +136,7 @@ void JobQueue::on_loop(std::function<void()> fn) {
 }
 
 void JobQueue::start_next() {
-    if (running_ || waiting_.empty()) {
+    if (running_ || held_ || waiting_.empty()) {
         if (!busy()) set_busy(false);
         return;
     }
@@ -119,25 +149,34 @@ void JobQueue::start_next() {
         finish();
         return;
     }
-    thread_ = std::thread([this] {
-        on_job_thread = true;
-        {
-            std::lock_guard<std::mutex> held(state_lock());
+    try {
+        thread_ = std::thread([this] {
+            on_job_thread = true;
+            take_state_lock();
             run_logged("failed", current_.name, current_.work);
-        }
-        const std::uint64_t one = 1;
-        // An eventfd write of 8 bytes fails only on counter overflow, not reachable here.
-        [[maybe_unused]] const ssize_t n = ::write(finished_fd_.get(), &one, sizeof one);
-    });
+            state_lock().unlock();
+            const std::uint64_t one = 1;
+            // An eventfd write of 8 bytes fails only on counter overflow, not reachable here.
+            [[maybe_unused]] const ssize_t n = ::write(finished_fd_.get(), &one, sizeof one);
+        });
+    } catch (const std::system_error& e) {
+        // No thread to be had (TasksMax, memory): the work runs here, late but not lost.
+        log(LOG_WARNING, "%s: cannot start a thread (%s); running it on the event loop",
+            current_.name.c_str(), e.what());
+        run_logged("failed", current_.name, current_.work);
+        finish();
+    }
 }
 
 int JobQueue::on_finished(sd_event_source* /*source*/, int fd, uint32_t /*revents*/, void* userdata) {
     auto* self = static_cast<JobQueue*>(userdata);
-    std::uint64_t count = 0;
-    if (::read(fd, &count, sizeof count) < 0 || !self->running_ || !self->thread_.joinable()) return 0;
-    self->thread_.join();
-    self->finish();
-    return 0;
+    return guarded_event("job queue", [self, fd] {
+        std::uint64_t count = 0;
+        if (::read(fd, &count, sizeof count) < 0 || !self->running_ || !self->thread_.joinable()) return 0;
+        self->thread_.join();
+        self->finish();
+        return 0;
+    });
 }
 
 void JobQueue::finish() {

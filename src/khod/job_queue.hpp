@@ -77,7 +77,12 @@ public:
     // Queues job; false when max_waiting jobs wait already. An exception from
     // work is logged and done still runs.
     bool submit(Job job);
-    bool busy() const { return running_ || !waiting_.empty(); }
+    bool busy() const { return running_ || held_ || !waiting_.empty(); }
+    // Exec's barrier and reboot: no job may start (a crash load holding the
+    // kernel's kexec_lock would fail reboot(KEXEC) with EBUSY) until
+    // release(), which an abandoned exec calls.
+    void hold();
+    void release();
     // Told true when the first job is queued and false once none is left:
     // kdump holds its hotplug timer and events meanwhile.
     void on_busy_changed(std::function<void(bool)> listener) {
@@ -99,6 +104,7 @@ private:
     SdEventSourcePtr finished_source_;
     std::deque<Job> waiting_;
     bool running_ = false;
+    bool held_ = false;
     bool busy_reported_ = false;
     Job current_;
     std::thread thread_;

@@ -306,6 +306,34 @@ class Barrier(LiveUpdateBusTest):
         finally:
             holder.kill()
 
+    def test_no_load_runs_between_exec_and_the_reboot(self):
+        """A crash load in the barrier's window would hold the kernel's
+        kexec_lock and fail reboot(KEXEC) with EBUSY after Exec was answered:
+        calls that load wait from Exec until the reboot (or its abandon)."""
+        (self.khod.sysroot / "etc/khod").mkdir(parents=True, exist_ok=True)
+        (self.khod.sysroot / "etc/khod/khod.conf").write_text("[LiveUpdate]\nInhibitDelayMaxSec=2s\n")
+        self.khod.kill(signal.SIGTERM)
+        self.khod.start()
+        self.stage()
+        holder = subprocess.Popen([str(BUILDDIR / "src/khoctl/khoctl"), "luo", "inhibit", "--who", "vmm",
+                                   "--why", "pause", "--", "sleep", "30"], env=self.bus.env)
+        reload = None
+        try:
+            deadline = time.monotonic() + 10
+            while not self.prop("Inhibitors") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            rc, doc = self.ctl("exec", "--force")
+            self.assertEqual(rc, 0, doc)
+            reload = subprocess.Popen([str(BUILDDIR / "src/khoctl/khoctl"), "kdump", "reload"], env=self.bus.env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.wait_for_log("rebooting into")
+            self.assertIsNone(reload.poll(), "Kdump.Reload was answered inside the exec's window")
+        finally:
+            holder.kill()
+            if reload:
+                reload.kill()
+                reload.wait()
+
     def test_exec_refuses_to_drop_sessions(self):
         self.assertEqual(self.call("CreateSession", "s", "vm1").returncode, 0)
         self.assertEqual(self.preserve("vm1", 7, b"y" * MIB).returncode, 0)

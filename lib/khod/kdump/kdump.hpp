@@ -211,7 +211,7 @@ private:
     Coalescer coalescer_;
     bool batch_cpu_ = false, batch_memory_ = false;
     bool managed_ = false;
-    // A load is in the kernel: khod runs it off its loop, and a status call
+    // A load (or unload) is in the kernel: khod runs it off its loop, and a status call
     // meanwhile must not see a settled state (the kernel has freed the old
     // image already).
     bool loading_ = false;
