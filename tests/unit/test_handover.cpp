@@ -194,6 +194,34 @@ TEST(Handover, FinalizeLoadsTheKernelPrepareCheckedThoughThePathMoved) {
     EXPECT_EQ(b.backend.held_kernel_heads[0], "checked kernel");
 }
 
+// After a khod restart the staged target comes from the record (paths only):
+// Finalize checks it again and loads the files that check held.
+TEST(Handover, FinalizeAfterARestartChecksTheStagedFilesAgain) {
+    TempTree files;
+    files.write("vmlinuz-checked", "checked kernel");
+    files.write("vmlinuz-other", "other kernel");
+    files.symlink("vmlinuz-checked", "vmlinuz");
+    int checks = 0;
+    Bench b("vm-7.2-kho", holding_hooks([&checks] { ++checks; }));
+    HandoverTarget t = target();
+    t.kernel = (files.root() / "vmlinuz").string();
+    t.initrd.clear();
+    ASSERT_TRUE(b.handover->prepare(t));
+    EXPECT_EQ(checks, 1);
+
+    // khod restarts; meanwhile the path is re-pointed.
+    b.handover = std::make_unique<Handover>(b.root, b.backend, b.tree.root() / "run",
+                                            holding_hooks([&checks] { ++checks; }));
+    b.handover->recover();
+    ASSERT_EQ(b.handover->state(), HandoverState::prepared);
+    files.remove("vmlinuz");
+    files.symlink("vmlinuz-other", "vmlinuz");
+    ASSERT_TRUE(b.handover->finalize()) << b.handover->last_error();
+    EXPECT_EQ(checks, 2) << "checked again before the load";
+    ASSERT_EQ(b.backend.held_kernel_heads.size(), 1u);
+    EXPECT_EQ(b.backend.held_kernel_heads[0], "other kernel") << "the file that second check held";
+}
+
 TEST(Handover, AKernelReplacedWhileItIsCheckedIsRefused) {
     TempTree files;
     files.write("vmlinuz-checked", "checked kernel");

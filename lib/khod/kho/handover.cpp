@@ -212,19 +212,7 @@ Result<void, Failure> Handover::prepare(HandoverTarget target) {
                  plain_error(root_.debugfs("kho").kernel,
                              "KHO is not active in this kernel: boot it with kho=on (a KEXEC_HANDOVER "
                              "kernel; where KHO's debugfs is not visible, liveupdate=on says KHO is on)")));
-    if (hooks_.preflight) {
-        if (auto r = hooks_.preflight(root_, target); !r) return done(fail(r.error().kind, r.error().error));
-    }
-    if (hooks_.target_compat) {
-        const CarriedState carried = hooks_.carried ? hooks_.carried() : CarriedState{};
-        if (auto r = hooks_.target_compat(root_, target, carried); !r)
-            return done(fail(r.error().kind, r.error().error));
-    }
-    // The checks read by path; Finalize loads the held files.
-    for (const auto* held : {&target.kernel_file, &target.initrd_file})
-        if (*held)
-            if (auto r = (*held)->still_named_by_path(); !r)
-                return done(fail(Errc::preflight_failed, r.error()));
+    if (auto r = check_target(target); !r) return done(fail(r.error().kind, r.error().error));
     target_ = std::move(target);
     state_ = HandoverState::prepared;
     if (auto r = save_record(); !r) {
@@ -234,6 +222,21 @@ Result<void, Failure> Handover::prepare(HandoverTarget target) {
     }
     last_error_.clear();
     return done({});
+}
+
+Result<void, Failure> Handover::check_target(HandoverTarget& target) const {
+    if (hooks_.preflight)
+        if (auto r = hooks_.preflight(root_, target); !r) return r;
+    if (hooks_.target_compat) {
+        const CarriedState carried = hooks_.carried ? hooks_.carried() : CarriedState{};
+        if (auto r = hooks_.target_compat(root_, target, carried); !r) return r;
+    }
+    // The checks read by path; Finalize loads the held files.
+    for (const auto* held : {&target.kernel_file, &target.initrd_file})
+        if (*held)
+            if (auto r = (*held)->still_named_by_path(); !r)
+                return Failure{Errc::preflight_failed, r.error()};
+    return {};
 }
 
 Result<void> Handover::write_finalize(bool on) {
@@ -263,6 +266,18 @@ Result<void, Failure> Handover::finalize() {
             fail(Errc::wrong_state,
                  plain_error("", "no staged target is known (finalized outside khod); Abort, then Prepare")));
     refresh_kernel_view();
+    // A target staged before a khod restart comes from the record, paths
+    // only: checked again, its files held from here to the load.
+    if (!target_.kernel_file && hooks_.preflight) {
+        HandoverTarget again;
+        again.kernel = target_.kernel;
+        again.initrd = target_.initrd;
+        again.cmdline = target_.cmdline;
+        again.flags = prepare_keep_cmdline;  // the staged command line, as it is
+        if (auto r = check_target(again); !r) return done(fail(r.error().kind, r.error().error));
+        target_.kernel_file = std::move(again.kernel_file);
+        target_.initrd_file = std::move(again.initrd_file);
+    }
 
     const bool finalize_abi = abi_ == KhoAbi::finalize;
     if (finalize_abi && state_ == HandoverState::prepared) {

@@ -118,6 +118,8 @@ private:
     Snapshot snapshot() const;
     void notify(const Snapshot& before);
     Failure fail(Errc kind, Error error);
+    // The hooks' checks; target's files are held by the end (preflight).
+    Result<void, Failure> check_target(HandoverTarget& target) const;
     void refresh_kernel_view();
     Result<void> save_record() const;
     void remove_record() const;

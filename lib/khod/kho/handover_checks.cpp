@@ -10,10 +10,13 @@ namespace khod {
 Result<void, Failure> preflight_target(const Sysroot& root, HandoverTarget& target) {
     // Held from here to the load. A file that cannot be opened is the
     // preflight's to report, with the rest of what it finds.
-    if (auto kernel = HeldFile::open(target.kernel, "the kernel")) target.kernel_file = std::move(*kernel);
-    if (!target.initrd.empty())
-        if (auto initrd = HeldFile::open(target.initrd, "the initrd"))
-            target.initrd_file = std::move(*initrd);
+    auto kernel = HeldFile::open(target.kernel, "the kernel");
+    if (kernel) target.kernel_file = std::move(*kernel);
+    std::optional<Result<HeldFile>> initrd;
+    if (!target.initrd.empty()) {
+        initrd = HeldFile::open(target.initrd, "the initrd");
+        if (*initrd) target.initrd_file = std::move(**initrd);
+    }
     PreflightRequest request;
     request.kernel = target.kernel;
     if (!target.initrd.empty()) request.initrd = target.initrd;
@@ -33,6 +36,9 @@ Result<void, Failure> preflight_target(const Sysroot& root, HandoverTarget& targ
         }
         return Failure{Errc::preflight_failed, plain_error("", std::move(message))};
     }
+    // Appeared between the two opens: what passed is not what is held.
+    if (!kernel) return Failure{Errc::preflight_failed, kernel.error()};
+    if (initrd && !*initrd) return Failure{Errc::preflight_failed, initrd->error()};
     target.cmdline = report.cmdline.text;
     return {};
 }
