@@ -261,6 +261,17 @@ class Barrier(LiveUpdateBusTest):
             time.sleep(0.05)
         self.fail(f"khod never logged {text!r}:\n{self.khod.log.read_text()}")
 
+    def restart_with_inhibit_delay(self, delay):
+        (self.khod.sysroot / "etc/khod").mkdir(parents=True, exist_ok=True)
+        (self.khod.sysroot / "etc/khod/khod.conf").write_text(f"[LiveUpdate]\nInhibitDelayMaxSec={delay}\n")
+        self.khod.kill(signal.SIGTERM)
+        self.khod.start()
+
+    def wait_for_inhibitor(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while not self.prop("Inhibitors") and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def test_exec_waits_for_an_inhibitor_then_reboots(self):
         self.stage()
         holder = subprocess.Popen([str(BUILDDIR / "src/khoctl/khoctl"), "luo", "inhibit", "--who", "vmm",
@@ -286,17 +297,12 @@ class Barrier(LiveUpdateBusTest):
         self.assertIn("inhibitor of vmm released", self.khod.log.read_text())
 
     def test_an_inhibitor_never_released_times_out_by_name(self):
-        (self.khod.sysroot / "etc/khod").mkdir(parents=True, exist_ok=True)
-        (self.khod.sysroot / "etc/khod/khod.conf").write_text("[LiveUpdate]\nInhibitDelayMaxSec=1s\n")
-        self.khod.kill(signal.SIGTERM)
-        self.khod.start()
+        self.restart_with_inhibit_delay("1s")
         self.stage()
         holder = subprocess.Popen([str(BUILDDIR / "src/khoctl/khoctl"), "luo", "inhibit", "--who", "stuck-vmm",
                                    "--why", "never", "--", "sleep", "30"], env=self.bus.env)
         try:
-            deadline = time.monotonic() + 10
-            while not self.prop("Inhibitors") and time.monotonic() < deadline:
-                time.sleep(0.05)
+            self.wait_for_inhibitor()
             rc, doc = self.ctl("exec", "--force")
             self.assertEqual(rc, 0, doc)
             self.wait_for_log("rebooting into")
@@ -310,18 +316,13 @@ class Barrier(LiveUpdateBusTest):
         """A crash load in the barrier's window would hold the kernel's
         kexec_lock and fail reboot(KEXEC) with EBUSY after Exec was answered:
         calls that load wait from Exec until the reboot (or its abandon)."""
-        (self.khod.sysroot / "etc/khod").mkdir(parents=True, exist_ok=True)
-        (self.khod.sysroot / "etc/khod/khod.conf").write_text("[LiveUpdate]\nInhibitDelayMaxSec=2s\n")
-        self.khod.kill(signal.SIGTERM)
-        self.khod.start()
+        self.restart_with_inhibit_delay("2s")
         self.stage()
         holder = subprocess.Popen([str(BUILDDIR / "src/khoctl/khoctl"), "luo", "inhibit", "--who", "vmm",
                                    "--why", "pause", "--", "sleep", "30"], env=self.bus.env)
         reload = None
         try:
-            deadline = time.monotonic() + 10
-            while not self.prop("Inhibitors") and time.monotonic() < deadline:
-                time.sleep(0.05)
+            self.wait_for_inhibitor()
             rc, doc = self.ctl("exec", "--force")
             self.assertEqual(rc, 0, doc)
             reload = subprocess.Popen([str(BUILDDIR / "src/khoctl/khoctl"), "kdump", "reload"], env=self.bus.env,

@@ -14,6 +14,7 @@ TEST_KEXEC_HANDOVER's "KHO restore succeeded" and log the exec from this
 release.
 """
 
+from scenarios import _kho
 from vmtest import KHOD_BUS_FILES, KHOD_BUS_HOST_BINARIES, dig, expect, expect_eq
 
 DESCRIPTION = "debugfs out of khod's reach: /dev/liveupdate says KHO is on; prepare/finalize/exec; KHO restored"
@@ -69,13 +70,6 @@ def check(result):
     checks = {c["name"]: c for c in dig(result.json("check.json"), "checks")}
     expect_eq(checks["scratch-fit"]["status"], "warning", "khoctl check: scratch-fit without debugfs")
     expect_eq(checks["kho"]["status"], "ok", "khoctl check: kho")
-    expect_eq(dig(result.json("finalize.json"), "handover.State"), "loaded", "State after finalize")
-    expect_eq(result.marker("loaded", boot=1).payload, "1", "/sys/kernel/kexec/loaded after finalize")
-
-    stages = [m.stage for m in result.markers_of("boot")]
-    expect_eq(stages, ["1", "2"], "stages of the boots")
-    expect("KHO restore succeeded" in result.console, "the 2nd kernel did not print 'KHO restore succeeded'")
-    expect("KHO restore failed" not in result.console, "the 2nd kernel printed 'KHO restore failed'")
-    exec_from = f"KHO: exec from: {result.kernel_release} (count 1)"
-    expect(exec_from in result.console, f"the 2nd kernel did not log '{exec_from}'")
+    _kho.check_loaded(result)
+    _kho.check_restored(result)
     expect_eq(dig(result.json("status-2.json"), "kho.active"), True, "khoctl status in the 2nd kernel")

@@ -10,6 +10,7 @@ kernel must print TEST_KEXEC_HANDOVER's "KHO restore succeeded", and in it
 release and kexec count 1.
 """
 
+from scenarios import _kho
 from vmtest import KHOD_BUS_FILES, KHOD_BUS_HOST_BINARIES, dig, expect, expect_eq
 
 DESCRIPTION = "khoctl prepare/finalize/exec through khod; the 2nd kernel restores KHO state"
@@ -67,15 +68,8 @@ def check(result):
     cmdline = dig(prepared, "handover.TargetCmdline").split()
     for word in ("kho=on", "kho_scratch=16M,64M,32M", "khod.stage=2"):
         expect(word in cmdline, f"target command line lacks {word}: {cmdline}")
-    expect_eq(dig(result.json("finalize.json"), "handover.State"), "loaded", "State after finalize")
-    expect_eq(result.marker("loaded", boot=1).payload, "1", "/sys/kernel/kexec/loaded after finalize")
-
-    stages = [m.stage for m in result.markers_of("boot")]
-    expect_eq(stages, ["1", "2"], "stages of the boots")
-    expect("KHO restore succeeded" in result.console, "the 2nd kernel did not print 'KHO restore succeeded'")
-    expect("KHO restore failed" not in result.console, "the 2nd kernel printed 'KHO restore failed'")
-    exec_from = f"KHO: exec from: {result.kernel_release} (count 1)"
-    expect(exec_from in result.console, f"the 2nd kernel did not log '{exec_from}'")
+    _kho.check_loaded(result)
+    _kho.check_restored(result)
 
     expect_eq(result.marker("rc-show-in", boot=2).payload, "0", "khoctl show fdt in, stage 2")
     fdt_in = result.json("fdt-in.json")
