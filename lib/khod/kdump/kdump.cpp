@@ -216,11 +216,10 @@ void Kdump::recover(const KdumpRecord& record) {
                       : "loading " + good->kernel + " again failed (" + o.error.describe() + "), retrying");
 }
 
-bool Kdump::missed_by_load(const HotplugEvent& event, Usec now) const {
+bool Kdump::missed_by_load(const HotplugEvent& event) const {
     // Until the check after the load has run, by number: an event may reach
     // khod past the grace period when a job held the hotplug events (khod
     // reads none while one runs). Erring late costs one reload more.
-    (void)now;
     if (verify_) {
         // Sent after the load began (its update could have hit the lock), or unknowable.
         if (!event.seqnum || !verify_->seq_start) return true;
@@ -249,7 +248,7 @@ void Kdump::on_event(const HotplugEvent& event) {
     // update rebuilds the whole elfcorehdr, so one memory event applied after
     // a load makes up for all the ones that load's kexec lock made it skip.
     if (loaded() && event.subsystem == HotplugSubsystem::memory) {
-        if (missed_by_load(event, now))
+        if (missed_by_load(event))
             dirty_ = true;
         else if (dirty_ && applied_after_load(event) && cap_.memory == InPlace::yes)
             dirty_ = false;

@@ -184,7 +184,7 @@ private:
     void open_window(Usec start, std::string cause);
     void close_window(Usec end);
     void add_window(UnloadedWindow w);
-    bool missed_by_load(const HotplugEvent& event, Usec now) const;
+    bool missed_by_load(const HotplugEvent& event) const;
     // The kernel sent (and applied) this event after the last load's grace period.
     bool applied_after_load(const HotplugEvent& event) const;
     // The record, with the step about to begin when intent is given.
