@@ -58,6 +58,25 @@ int on_liveupdate_entry(ParseState* st, const std::string& name, const std::stri
     return 1;
 }
 
+int on_metrics_entry(ParseState* st, const std::string& name, const std::string& val) {
+    if (name != "MetricsFile") {
+        st->config->warnings.push_back(st->name + ": unknown key " + name + "= in [Metrics], ignored");
+        return 1;
+    }
+    // A host path, not one under --sysroot: khod writes it for a collector on this host.
+    if (!val.empty() && (val.front() != '/' || val.back() == '/')) {
+        if (st->error.empty())
+            st->error = "[Metrics] MetricsFile=" + val + ": needs an absolute path to a file";
+        return 0;
+    }
+    // node_exporter's textfile collector reads *.prom only: say so rather than write unread.
+    if (!val.empty() && (val.size() < 5 || val.compare(val.size() - 5, 5, ".prom") != 0))
+        st->config->warnings.push_back(st->name + ": MetricsFile=" + val +
+                                       " does not end in .prom; node_exporter's textfile collector skips it");
+    st->config->metrics.file = val;
+    return 1;
+}
+
 int on_entry(void* user, const char* section, const char* key, const char* value) {
     auto* st = static_cast<ParseState*>(user);
     KdumpConfig& k = st->config->kdump;
@@ -67,6 +86,7 @@ int on_entry(void* user, const char* section, const char* key, const char* value
         return 0;
     };
     if (sec == "LiveUpdate") return on_liveupdate_entry(st, name, val);
+    if (sec == "Metrics") return on_metrics_entry(st, name, val);
     if (sec != "Kdump") {
         st->config->warnings.push_back(st->name + ": unknown section [" + sec + "], ignored");
         return 1;

@@ -40,9 +40,16 @@ struct LiveUpdateConfig {
     Usec retrieve_timeout = usec_never;          // [LiveUpdate] RetrieveTimeoutSec= (default: never)
 };
 
+struct MetricsConfig {
+    // [Metrics] MetricsFile=: where khod keeps its numbers in Prometheus's
+    // text format (node_exporter's textfile collector); empty: nowhere.
+    std::string file;
+};
+
 struct KhodConfig {
     KdumpConfig kdump;
     LiveUpdateConfig liveupdate;
+    MetricsConfig metrics;
     std::vector<std::string> files;     // read, in order
     std::vector<std::string> warnings;  // unknown sections and keys: reported, not fatal
 };

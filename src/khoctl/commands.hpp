@@ -25,5 +25,6 @@ void add_scratch_commands(CLI::App& app, const GlobalOptions& global, Runner& se
 void add_check_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 void add_kdump_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 void add_luo_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
+void add_metrics_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 
 }  // namespace khoctl

@@ -5,7 +5,9 @@
 #include <string>
 
 #include "commands.hpp"
+#include "completion.hpp"
 #include "khod-config.h"
+#include "usage.hpp"
 
 std::string khoctl::absolute_path(const std::string& path) {
     if (path.empty()) return path;
@@ -34,11 +36,16 @@ int main(int argc, char** argv) {
     khoctl::add_check_commands(app, global, selected);
     khoctl::add_kdump_commands(app, global, selected);
     khoctl::add_luo_commands(app, global, selected);
+    khoctl::add_metrics_commands(app, global, selected);
+
+    // The build writes the shell completion from this very table (completion.hpp).
+    if (argc == 3 && argv[1] == khoctl::generate_completion_flag)
+        return khoctl::print_completion(app, argv[2]);
 
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+        return khoctl::report_parse_error(app, e);
     }
     return selected ? selected() : 1;
 }

@@ -3,14 +3,27 @@
 #include <systemd/sd-journal.h>
 
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "bus_job.hpp"
 #include "guard.hpp"
+#include "journal_events.hpp"
+#include "khod/kexec/bzimage.hpp"
 #include "log.hpp"
 
 namespace khod {
+
+namespace {
+
+// The release the target's bzImage header names, for the journal; empty when it names none.
+std::string target_release(const HandoverTarget& target) {
+    auto image = read_bzimage(std::filesystem::path(target.kernel));
+    return image && image->release ? *image->release : std::string();
+}
+
+}  // namespace
 
 // Handover takes the flags as they come over the bus (and keeps them in its
 // record), so the wire's bits must be the library's.
@@ -102,6 +115,10 @@ void HandoverObject::emit_changed(const std::vector<std::string>& properties) {
 int HandoverObject::reply(sd_bus_message* m, sd_bus_error* error, const Result<void, Failure>& result) {
     if (!result) return reply_failure(m, error, result.error());
     log(LOG_INFO, "%s done, state %s", sd_bus_message_get_member(m), to_string(handover_->state()));
+    if (std::strcmp(sd_bus_message_get_member(m), "Finalize") == 0 &&
+        handover_->state() == HandoverState::loaded)
+        log_event(live_update_staged_event(handover_->target(), target_release(handover_->target()),
+                                           handover_->abi()));
     return sd_bus_reply_method_return(m, "");
 }
 
@@ -219,7 +236,10 @@ void HandoverObject::reboot_now(const Result<void, Failure>& ready) {
         return;
     }
     sd_bus_flush(bus_);
-    log(LOG_NOTICE, "rebooting into %s", handover_->target().kernel.c_str());
+    const LuoSessions* sessions = gate_ ? gate_->sessions() : nullptr;
+    log_event(live_update_exec_event(handover_->target(), target_release(handover_->target()),
+                                     sessions ? sessions->outgoing().size() : 0,
+                                     sessions ? sessions->outgoing_bytes() : 0));
     auto r = handover_->complete_exec();
     if (r) return;
     log(LOG_ERR, "Exec failed: %s", r.error().describe().c_str());

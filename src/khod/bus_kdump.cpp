@@ -50,6 +50,9 @@ struct KdumpObject::Properties {
     static int unloaded_window_usec_total(const KdumpObject& o, sd_bus_message* m) {
         return sd_bus_message_append(m, "t", o.kdump_->unloaded_total());
     }
+    static int unloaded_window_count(const KdumpObject& o, sd_bus_message* m) {
+        return sd_bus_message_append(m, "t", o.kdump_->window_count());
+    }
     static int unloaded_windows(const KdumpObject& o, sd_bus_message* m) {
         int r = sd_bus_message_open_container(m, 'a', "(ttbs)");
         if (r < 0) return r;
@@ -95,6 +98,8 @@ const sd_bus_vtable KdumpObject::vtable_[] = {
     SD_BUS_PROPERTY("UnloadedWindowUsecTotal", "t", Properties::get<Properties::unloaded_window_usec_total>,
                     0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_PROPERTY("UnloadedWindows", "a(ttbs)", Properties::get<Properties::unloaded_windows>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("UnloadedWindowCount", "t", Properties::get<Properties::unloaded_window_count>, 0,
                     SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_PROPERTY("Recipe", "(ssss)", Properties::get<Properties::recipe>, 0,
                     SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "guard.hpp"
+#include "journal_events.hpp"
 #include "khod/base/cmdline.hpp"
 #include "khod/base/units.hpp"
 #include "khod/luo/liveupdate.hpp"
@@ -125,17 +126,19 @@ struct LiveUpdateObject::Properties {
 
 int LiveUpdateObject::Properties::last_update_phases(const LiveUpdateObject& o, sd_bus_message* m) {
     int r = sd_bus_message_open_container(m, 'a', "(st)");
-    if (r < 0 || o.sessions_->previous_release().empty())
-        return r < 0 ? r : sd_bus_message_close_container(m);
-    const LuoPhases& p = o.sessions_->previous_phases();
-    const std::pair<const char*, std::uint64_t> phases[] = {
-        {"exec-requested", p.exec_requested}, {"inhibitors-released", p.inhibitors_released},
-        {"reboot-syscall", p.reboot_syscall}, {"kernel-start", o.kernel_start_usec_},
-        {"khod-ready", o.ready_usec_},        {"first-retrieve", o.first_retrieve_usec_},
-    };
-    for (const auto& [name, usec] : phases)
-        if (r >= 0) r = sd_bus_message_append(m, "(st)", name, usec);
+    for (const PhaseMark& p : o.last_update_phases())
+        if (r >= 0) r = sd_bus_message_append(m, "(st)", p.name.c_str(), p.usec);
     return r < 0 ? r : sd_bus_message_close_container(m);
+}
+
+std::vector<PhaseMark> LiveUpdateObject::last_update_phases() const {
+    if (sessions_->previous_release().empty()) return {};
+    const LuoPhases& p = sessions_->previous_phases();
+    return {
+        {"exec-requested", p.exec_requested}, {"inhibitors-released", p.inhibitors_released},
+        {"reboot-syscall", p.reboot_syscall}, {"kernel-start", kernel_start_usec_},
+        {"khod-ready", ready_usec_},          {"first-retrieve", first_retrieve_usec_},
+    };
 }
 
 struct LiveUpdateObject::Methods {
@@ -283,6 +286,7 @@ int LiveUpdateObject::attach() {
 
 void LiveUpdateObject::emit_changed(const std::vector<std::string>& properties) {
     emit_properties_changed(bus_, khod1::liveupdate_interface, properties);
+    if (changed_) changed_();
 }
 
 void LiveUpdateObject::emit_prepare_for_kexec(bool start) {
@@ -321,10 +325,8 @@ void LiveUpdateObject::arm_retrieve_timeout() {
 int LiveUpdateObject::on_retrieve_timeout(sd_event_source* /*source*/, uint64_t /*usec*/, void* userdata) {
     auto* self = static_cast<LiveUpdateObject*>(userdata);
     return guarded_event("RetrieveTimeoutSec", [self] {
-        for (const std::string& name : self->sessions_->finish_all_incoming())
-            log(LOG_WARNING,
-                "incoming session %s released: its owner did not finish it within RetrieveTimeoutSec=",
-                name.c_str());
+        for (const LuoSessionEntry& released : self->sessions_->finish_all_incoming())
+            log_event(luo_session_released_event(released));
         return 0;
     });
 }

@@ -19,6 +19,7 @@
 #include "khod/kho/handover.hpp"
 #include "khod/khod_config.hpp"
 #include "khod/luo/luo_sessions.hpp"
+#include "khod/metrics/metrics.hpp"
 #include "polkit.hpp"
 #include "sd_ptr.hpp"
 
@@ -48,6 +49,13 @@ public:
     // The reboot did not happen: no manifest, PrepareForKexec(false).
     void abandoned();
 
+    // LastUpdatePhases: the marks of the live update that led to this boot
+    // (empty when no manifest came).
+    std::vector<PhaseMark> last_update_phases() const;
+    const LuoSessions* sessions() const { return sessions_; }
+    // Runs after the properties changed (the metrics file follows them).
+    void on_change(std::function<void()> listener) { changed_ = std::move(listener); }
+
 private:
     Result<void, Failure> write_manifest_now();
     // Every method needs manage-sessions (the sessions are then checked to be the caller's own).
@@ -76,6 +84,7 @@ private:
     std::uint64_t first_retrieve_usec_ = 0;
     SdBusSlotPtr slot_;
     SdEventSourcePtr retrieve_timer_;
+    std::function<void()> changed_;
 };
 
 }  // namespace khod

@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "guard.hpp"
+#include "journal_events.hpp"
 #include "khod/khod_config.hpp"
 #include "log.hpp"
 
@@ -67,7 +68,10 @@ int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authoriz
     object_ = std::make_unique<KdumpObject>(
         bus, kdump_.get(), source_name, [this] { rearm(); }, authorizer, jobs_);
     kdump_->on_change([this](const std::vector<std::string>& changed) {
-        jobs_->on_loop([this, changed] { object_->emit_changed(changed); });
+        jobs_->on_loop([this, changed] {
+            object_->emit_changed(changed);
+            if (changed_) changed_();
+        });
     });
     kdump_->on_reloaded([this](const ReloadReport& rep) { jobs_->on_loop([this, rep] { announce(rep); }); });
     kdump_->on_record_error([](const Error& e) { log(LOG_WARNING, "kdump: %s", e.describe().c_str()); });
@@ -102,10 +106,8 @@ int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authoriz
 }
 
 void KdumpService::announce(const ReloadReport& rep) {
-    if (rep.ok)
-        log(LOG_NOTICE, "kdump: reloaded the crash kernel (%s) in %llu us, %llu us without one",
-            rep.cause.c_str(), static_cast<unsigned long long>(rep.duration),
-            static_cast<unsigned long long>(rep.unloaded));
+    if (auto event = crash_kernel_event(rep))
+        log_event(*event);
     else
         log(LOG_ERR, "kdump: reload (%s) failed: %s", rep.cause.c_str(), rep.error.c_str());
     object_->emit_reloaded(rep);
@@ -144,6 +146,8 @@ void KdumpService::after_timer_or_event() {
         if (!logged_error_.empty()) log(LOG_WARNING, "kdump: %s", logged_error_.c_str());
     }
     rearm();
+    // EventsSeen changes without a PropertiesChanged: say so here, once per batch.
+    if (changed_) changed_();
 }
 
 int KdumpService::on_timer(sd_event_source* /*source*/, uint64_t /*usec*/, void* userdata) {

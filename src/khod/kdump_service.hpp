@@ -8,6 +8,7 @@
 #include <systemd/sd-event.h>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -33,6 +34,11 @@ public:
     // Reads the config, starts watching, attaches the bus object. Negative
     // errno on failure. Loads, the hotplug ones included, run as jobs.
     int start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authorizer, JobQueue* jobs);
+
+    // Runs on the loop after the Kdump properties changed (the metrics file follows them).
+    void on_change(std::function<void()> listener) { changed_ = std::move(listener); }
+    // The state machine, once start() made it.
+    const Kdump* kdump() const { return kdump_.get(); }
 
     // The file the udev drop-ins test: present while khod handles hotplug for kdump.
     std::filesystem::path marker_path() const { return runtime_dir_ / "kdump-hotplug"; }
@@ -61,6 +67,7 @@ private:
     std::uint64_t logged_confirmations_ = 0;
     std::string logged_error_;
     bool marker_ = false;
+    std::function<void()> changed_;
 };
 
 }  // namespace khod

@@ -12,9 +12,12 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "backends.hpp"
@@ -26,6 +29,7 @@
 #include "fd_store.hpp"
 #include "introspect.hpp"
 #include "job_queue.hpp"
+#include "journal_events.hpp"
 #include "kdump_service.hpp"
 #include "khod-config.h"
 #include "khod/base/sysroot.hpp"
@@ -35,6 +39,7 @@
 #include "khod/status.hpp"
 #include "khod1-names.hpp"
 #include "log.hpp"
+#include "metrics_file.hpp"
 #include "sd_ptr.hpp"
 #include "uevent_source.hpp"
 
@@ -86,8 +91,8 @@ void log_luo_recovery(const khod::LuoRecovery& found, bool have_fd_store) {
     if (found.manifest_found)
         khod::log(LOG_NOTICE, "retrieved the khod manifest from %s: %zu session(s) held for their owners",
                   found.previous_release.c_str(), found.held.size());
-    for (const std::string& name : found.missing)
-        khod::log(LOG_WARNING, "session %s is in the manifest but the kernel did not carry it", name.c_str());
+    for (const khod::LuoSessionEntry& lost : found.missing)
+        khod::log_event(khod::luo_session_lost_event(lost, found.previous_release));
     for (const khod::Error& e : found.problems) khod::log(LOG_WARNING, "%s", e.describe().c_str());
     if (!have_fd_store)
         khod::log(LOG_WARNING,
@@ -95,10 +100,45 @@ void log_luo_recovery(const khod::LuoRecovery& found, bool have_fd_store) {
                   "sessions it holds");
 }
 
-khod::LiveUpdateConfig liveupdate_config(const khod::Sysroot& root) {
+// The first khod of a boot that came through a live update says so once:
+// a restart in the same boot finds its marker in the runtime directory
+// (which systemd keeps across restarts and a reboot empties).
+void announce_restored(const std::string& runtime_dir, const khod::Status& status,
+                       const khod::LuoRecovery& found) {
+    if (!status.kho.incoming && !found.manifest_found) return;
+    const std::filesystem::path marker = std::filesystem::path(runtime_dir) / "live-update-restored";
+    std::error_code ec;
+    if (std::filesystem::exists(marker, ec)) return;
+    std::filesystem::create_directories(runtime_dir, ec);
+    std::ofstream(marker) << "this boot's live update was announced in the journal\n";
+    khod::log_event(
+        khod::live_update_restored_event(status.release.value.value_or(""), status.kho.incoming, found));
+}
+
+std::string runtime_directory(const Options& options) {
+    if (!options.runtime_dir.empty()) return options.runtime_dir;
+    const char* env = std::getenv("RUNTIME_DIRECTORY");  // set by systemd's RuntimeDirectory=
+    return env && *env ? env : "/run/khod";
+}
+
+// MetricsFile=: written now, then after every change of what it shows. No
+// path, no file (and no listeners).
+void start_metrics_file(std::optional<khod::MetricsFile>& metrics, const std::string& path,
+                        khod::KdumpService& kdump, khod::LiveUpdateObject& liveupdate) {
+    if (path.empty()) return;
+    metrics.emplace(path, [&kdump, &liveupdate] { return khod::gather_metrics(kdump.kdump(), liveupdate); });
+    kdump.on_change([&metrics] { metrics->update(); });
+    liveupdate.on_change([&metrics] { metrics->update(); });
+    metrics->update();
+}
+
+// khod.conf for the parts read here ([LiveUpdate], [Metrics]); the kdump
+// side reads and reports it on its own.
+khod::KhodConfig khod_config(const khod::Sysroot& root) {
     auto config = khod::load_khod_config(root);
-    if (config) return config->liveupdate;
-    khod::log(LOG_WARNING, "%s; [LiveUpdate] defaults apply", config.error().describe().c_str());
+    if (config) return *config;
+    khod::log(LOG_WARNING, "%s; [LiveUpdate] and [Metrics] defaults apply",
+              config.error().describe().c_str());
     return {};
 }
 
@@ -132,14 +172,15 @@ int run(const Options& options) {
     khod::Status status = khod::probe_status(root, khod::StatusOptions{});
     log_kernel_state(status);
 
-    std::string runtime_dir = options.runtime_dir;
-    if (runtime_dir.empty()) {
-        const char* env = std::getenv("RUNTIME_DIRECTORY");  // set by systemd's RuntimeDirectory=
-        runtime_dir = env && *env ? env : "/run/khod";
-    }
+    const std::string runtime_dir = runtime_directory(options);
     khod::SystemdFdStore fd_store;
     khod::LuoSessions sessions(*backends->luo, fd_store, status.release.value.value_or(""));
-    log_luo_recovery(sessions.restore(khod::take_stored_fds()), fd_store.available());
+    const khod::LuoRecovery found = sessions.restore(khod::take_stored_fds());
+    log_luo_recovery(found, fd_store.available());
+    announce_restored(runtime_dir, status, found);
+    const khod::KhodConfig config = khod_config(root);
+    // Before the objects it reads, so it outlives their listeners.
+    std::optional<khod::MetricsFile> metrics;
 
     khod::HandoverHooks hooks = khod::standard_handover_hooks();
     // Decompressing the target is the slow part of Prepare: the loop answers meanwhile.
@@ -174,7 +215,7 @@ int run(const Options& options) {
         return fail(std::string("adding ") + khod1::handover_interface, r);
     khod::ExecBarrier barrier(event.get());
     khod::LiveUpdateObject liveupdate_object(bus.get(), event.get(), &root, &sessions, &barrier,
-                                             liveupdate_config(root), &authorizer);
+                                             config.liveupdate, &authorizer);
     if ((r = liveupdate_object.attach()) < 0)
         return fail(std::string("adding ") + khod1::liveupdate_interface, r);
     handover_object.set_exec_gate(&liveupdate_object);
@@ -189,9 +230,12 @@ int run(const Options& options) {
     if ((r = sd_bus_request_name(bus.get(), khod1::bus_name, 0)) < 0)
         return fail(std::string("taking the bus name ") + khod1::bus_name, r);
 
+    // Nothing is answered before the loop runs: ready from here, and the
+    // metrics file (with the khod-ready phase) is there once READY=1 is.
+    liveupdate_object.mark_ready();
+    start_metrics_file(metrics, config.metrics.file, kdump, liveupdate_object);
     sd_notifyf(0, "READY=1\nSTATUS=handover %s, KHO ABI %s", khod::to_string(handover.state()),
                khod::to_string(handover.abi()));
-    liveupdate_object.mark_ready();
     r = khod::run_event_loop(event.get());
     jobs.stop();
     sd_notify(0, "STOPPING=1");

@@ -55,6 +55,30 @@ class Install(unittest.TestCase):
         self.installed(Path(self.prefix) / "sbin/khod")
         self.installed(self.datadir / "man/man1/khoctl.1")
         self.installed(self.datadir / "man/man8/khod.8")
+        self.installed(self.datadir / "man/man5/org.kexec.khod1.5")
+
+    def test_shell_completion_where_shells_look(self):
+        """bash's and fish's directories as their pkg-config files say, zsh's Debian's."""
+        for package, name in (("bash-completion", "khoctl"), ("fish", "khoctl.fish")):
+            with self.subTest(shell=package):
+                where = pkg_var(package, "completionsdir")
+                if not where:
+                    self.skipTest(f"no {package}.pc (tools/setup installs {package})")
+                self.assertIn("complete", self.installed(Path(where.replace("/usr/share", str(self.datadir))) / name)
+                              .read_text())
+        zsh = self.installed(self.datadir / "zsh/vendor-completions/_khoctl").read_text()
+        self.assertTrue(zsh.startswith("#compdef khoctl\n"))
+
+    def test_journal_catalog(self):
+        """The catalog lands where journalctl looks (<prefix>/lib/systemd/catalog,
+        /usr/local too) and `journalctl --update-catalog` takes every id in it."""
+        catalog = self.installed(Path(self.prefix) / "lib/systemd/catalog/khod.catalog")
+        ids = set(re.findall(r'"([0-9a-f]{32})"', (REPO / "src/khod/message_ids.hpp").read_text()))
+        self.assertEqual(len(ids), 8)
+        (self.dest / "var/lib/systemd/catalog").mkdir(parents=True, exist_ok=True)
+        run_tool("journalctl", f"--root={self.dest}", "--update-catalog")
+        listed = run_tool("journalctl", f"--root={self.dest}", "--list-catalog").splitlines()
+        self.assertEqual({line.split()[0] for line in listed if " khod: " in line}, ids, catalog)
 
     def test_programs_are_hardened(self):
         """meson.build's hardening, seen in what was installed: PIE, full RELRO,

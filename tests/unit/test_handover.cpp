@@ -382,3 +382,36 @@ TEST(HandoverChecks, NewerSubtreeFormatsDoNotFailTheCheckOfKhoOut) {
     tree.write("sys/kernel/debug/kho/out/sub_fdts/kexec-metadata", std::string("\x01\0\0\0short", 9));
     EXPECT_FALSE(validate_kho_out(root));
 }
+
+// khoctl prepare --kernel /nonexistent once said "No such file or directory
+// (ENOENT)" twice: the joined message of the failed checks, each already its
+// error's describe(), kept an errno code, so describe() added the text again.
+TEST(HandoverChecks, APreflightFailureSaysEachErrnoOnce) {
+    TempTree tree;
+    tree.copy_from(fixture("vm-7.2-kho"));
+    Sysroot root{tree.root()};
+    const std::string enoent = "No such file or directory (ENOENT)";
+    auto count = [](const std::string& text, const std::string& what) {
+        std::size_t n = 0;
+        for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++n;
+        return n;
+    };
+
+    HandoverTarget kernel_only;
+    kernel_only.kernel = "/nonexistent";
+    auto r = preflight_target(root, kernel_only);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().kind, Errc::preflight_failed);
+    const std::string once = r.error().describe();
+    EXPECT_EQ(count(once, enoent), 1u) << once;
+    EXPECT_NE(once.find("/nonexistent: cannot open the kernel"), std::string::npos) << once;
+
+    // Two missing files: each named with its errno, neither repeated.
+    HandoverTarget both = kernel_only;
+    both.initrd = "/nonexistent-initrd";
+    r = preflight_target(root, both);
+    ASSERT_FALSE(r);
+    const std::string twice = r.error().describe();
+    EXPECT_EQ(count(twice, enoent), 2u) << twice;
+    EXPECT_NE(twice.find("/nonexistent-initrd: cannot open the initrd"), std::string::npos) << twice;
+}

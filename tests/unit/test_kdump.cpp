@@ -5,6 +5,7 @@
 // time is a number the tests move.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include "backends/fake_kdump.hpp"
@@ -361,6 +362,18 @@ TEST(Kdump, AFailedReloadPutsTheLastGoodImageBack) {
     EXPECT_EQ(b.kdump->windows()[1].duration(b.clock.t), 600 * ms) << "failed load + rollback";
     b.run_until(b.clock.t + 1 * sec);  // the rollback's own verification
     EXPECT_FALSE(b.kdump->deadline()) << "nothing left to retry";
+    // What the journal tells: the first load replaced an image, the second rolled back.
+    ASSERT_EQ(b.reports.size(), 2u);
+    EXPECT_TRUE(b.reports[0].ok);
+    EXPECT_EQ(b.reports[0].kernel, b.recipe().kernel);
+    EXPECT_FALSE(b.reports[0].rolled_back);
+    EXPECT_TRUE(b.reports[0].loaded_after);
+    EXPECT_FALSE(b.reports[1].ok);
+    EXPECT_EQ(b.reports[1].kernel, b.recipe("boot/vmlinuz-new").kernel);
+    EXPECT_TRUE(b.reports[1].rolled_back);
+    EXPECT_EQ(b.reports[1].rollback_kernel, b.recipe().kernel);
+    EXPECT_TRUE(b.reports[1].loaded_after);
+    EXPECT_EQ(b.kdump->window_count(), 2u);
 }
 
 TEST(Kdump, WhenTheRollbackFailsTooKhodRetriesUntilACrashKernelIsBack) {
@@ -371,6 +384,8 @@ TEST(Kdump, WhenTheRollbackFailsTooKhodRetriesUntilACrashKernelIsBack) {
     b.run_until(b.clock.t + 2 * sec);
     ASSERT_EQ(b.reports.size(), 1u);
     EXPECT_FALSE(b.reports[0].ok);
+    EXPECT_FALSE(b.reports[0].rolled_back) << "no earlier image of khod's to go back to";
+    EXPECT_FALSE(b.reports[0].loaded_after) << "left without a crash kernel";
     EXPECT_FALSE(b.kdump->loaded());
     ASSERT_EQ(b.kdump->windows().size(), 1u);
     EXPECT_TRUE(b.kdump->windows()[0].open);
@@ -393,6 +408,10 @@ TEST(Kdump, ARefusalBeforeTheKernelFreedTheImageOpensNoWindow) {
     EXPECT_TRUE(b.kdump->loaded());
     EXPECT_TRUE(b.kdump->windows().empty());
     EXPECT_NE(b.kdump->last_error().find("still loaded"), std::string::npos);
+    ASSERT_EQ(b.reports.size(), 1u);
+    EXPECT_FALSE(b.reports[0].ok);
+    EXPECT_FALSE(b.reports[0].rolled_back);
+    EXPECT_TRUE(b.reports[0].loaded_after) << "neither rolled back nor unloaded: the old image stayed";
     ASSERT_TRUE(b.kdump->deadline()) << "the stale image is retried";
     b.backend.fail_before_free.reset();
     b.run_until(b.clock.t + 10 * sec);
@@ -643,4 +662,19 @@ TEST(Kdump, PropertyChangesAreNamed) {
     for (const char* p :
          {"Reloads", "LastReloadUsec", "InPlaceUpdate", "UnloadedWindowUsecTotal", "Pending", "Managed"})
         EXPECT_NE(std::find(changed.begin(), changed.end(), p), changed.end()) << p;
+}
+
+TEST(Kdump, TheWindowCountGoesOnPastTheWindowsKept) {
+    KdumpSettings settings;
+    settings.keep_windows = 2;
+    Bench b("kdump-7.2-file", settings);
+    b.kdump->start(b.recipe());
+    std::vector<std::string> changed;
+    b.kdump->on_change(
+        [&](const std::vector<std::string>& c) { changed.insert(changed.end(), c.begin(), c.end()); });
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(b.kdump->reload());
+    EXPECT_EQ(b.kdump->windows().size(), 2u);
+    EXPECT_EQ(b.kdump->window_count(), 5u) << "metrics count every window, not the ones kept";
+    EXPECT_EQ(b.kdump->unloaded_total(), 5 * 300 * ms);
+    EXPECT_EQ(std::count(changed.begin(), changed.end(), "UnloadedWindowCount"), 5);
 }

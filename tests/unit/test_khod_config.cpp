@@ -197,3 +197,30 @@ TEST(KhodConfig, LiveUpdateSection) {
     ASSERT_FALSE(bad);
     EXPECT_NE(bad.error().describe().find("InhibitDelayMaxSec"), std::string::npos);
 }
+
+TEST(KhodConfig, MetricsSection) {
+    TempTree t;
+    t.write("etc/khod/khod.conf", "[Metrics]\nMetricsFile=/var/lib/prometheus/node-exporter/old.prom\n");
+    t.write("etc/khod/khod.conf.d/50-metrics.conf",
+            "[Metrics]\nMetricsFile=/var/lib/prometheus/node-exporter/khod.prom\n");
+    auto c = load_khod_config(Sysroot(t.root()));
+    ASSERT_TRUE(c) << c.error().describe();
+    EXPECT_EQ(c->metrics.file, "/var/lib/prometheus/node-exporter/khod.prom");  // the drop-in wins
+    EXPECT_TRUE(c->warnings.empty()) << c->warnings[0];
+
+    KhodConfig d;
+    EXPECT_TRUE(d.metrics.file.empty());  // off unless set
+    ASSERT_TRUE(apply_khod_config("[Metrics]\nMetricsFile=/run/khod.txt\nPort=9\n", "x.conf", d));
+    EXPECT_EQ(d.metrics.file, "/run/khod.txt");
+    ASSERT_EQ(d.warnings.size(), 2u);  // not *.prom, and the unknown key
+    EXPECT_NE(d.warnings[0].find("does not end in .prom"), std::string::npos);
+    EXPECT_NE(d.warnings[1].find("Port"), std::string::npos);
+    ASSERT_TRUE(apply_khod_config("[Metrics]\nMetricsFile=\n", "x.conf", d));
+    EXPECT_TRUE(d.metrics.file.empty());  // a later empty value turns it off
+    for (const char* bad : {"khod.prom", "/var/lib/node-exporter/"}) {
+        auto r = apply_khod_config(std::string("[Metrics]\nMetricsFile=") + bad + "\n", "x.conf", d);
+        ASSERT_FALSE(r) << bad;
+        EXPECT_NE(r.error().describe().find("line 2: [Metrics] MetricsFile="), std::string::npos)
+            << r.error().describe();
+    }
+}

@@ -263,7 +263,10 @@ TEST_F(Broker, RestoreFromTheManifestHoldsRetrievesAndFinishes) {
     EXPECT_EQ(rec.previous_release, "7.2-old");
     EXPECT_EQ(sessions.previous_phases().reboot_syscall, 42U);
     EXPECT_EQ(rec.held, std::vector<std::string>{"a"});
-    EXPECT_EQ(rec.missing, std::vector<std::string>{"gone"});
+    ASSERT_EQ(rec.missing.size(), 1U);
+    EXPECT_EQ(rec.missing[0].name, "gone");
+    EXPECT_EQ(rec.missing[0].owner.uid, 1000U);  // whose memory the kernel did not carry
+    EXPECT_EQ(rec.missing[0].files.size(), 1U);
     EXPECT_TRUE(rec.problems.empty()) << rec.problems[0].describe();
     EXPECT_EQ(kernel.finished, std::vector<std::string>{"khod"});
     EXPECT_TRUE(kernel.incoming.count("foreign"));  // never touched
@@ -310,8 +313,18 @@ TEST_F(Broker, FinishAllIncoming) {
     kernel.incoming["a"][5] = "1";
     kernel.incoming["b"][5] = "2";
     (void)sessions.restore({});
-    auto names = sessions.finish_all_incoming();
-    EXPECT_EQ(names, (std::vector<std::string>{"a", "b"}));
+    ASSERT_TRUE(sessions.retrieve("b", 5, 1000));
+    auto released = sessions.finish_all_incoming();
+    ASSERT_EQ(released.size(), 2U);
+    EXPECT_EQ(released[0].name, "a");
+    EXPECT_EQ(released[1].name, "b");
+    // Who lost what, for the journal: the owner, and which files were never taken.
+    EXPECT_EQ(released[0].owner.uid, 1000U);
+    EXPECT_EQ(released[0].owner.unit, "a.service");
+    EXPECT_TRUE(released[0].incoming);
+    ASSERT_EQ(released[0].files.size(), 1U);
+    EXPECT_FALSE(released[0].files[0].retrieved);
+    EXPECT_TRUE(released[1].files[0].retrieved);
     EXPECT_TRUE(sessions.incoming().empty());
     EXPECT_FALSE(store.fds.count("luo-in-a"));
 }

@@ -41,6 +41,7 @@ struct Kdump::Snapshot {
     bool pending;
     std::optional<CrashRecipe> recipe;
     bool managed;
+    std::uint64_t window_count;
 };
 
 namespace {
@@ -74,8 +75,9 @@ Kdump::Snapshot Kdump::snapshot() const {
         else
             closed += w.end - w.start;
     }
-    return Snapshot{cap_.loaded(),   cap_.cpu, cap_.memory, reloads_,  last_reload_, closed,
-                    windows_.size(), open,     last_error_, pending(), recipe_,      managed_};
+    return Snapshot{cap_.loaded(), cap_.cpu,        cap_.memory,   reloads_,    last_reload_,
+                    closed,        windows_.size(), open,          last_error_, pending(),
+                    recipe_,       managed_,        window_count()};
 }
 
 void Kdump::notify(const Snapshot& before) {
@@ -90,6 +92,7 @@ void Kdump::notify(const Snapshot& before) {
         changed.emplace_back("UnloadedWindowUsecTotal");
     if (before.windows != now.windows || before.open != now.open || before.closed_total != now.closed_total)
         changed.emplace_back("UnloadedWindows");
+    if (before.window_count != now.window_count) changed.emplace_back("UnloadedWindowCount");
     if (before.last_error != now.last_error) changed.emplace_back("LastError");
     if (before.pending != now.pending) changed.emplace_back("Pending");
     if (before.recipe != now.recipe ||
@@ -123,6 +126,7 @@ void Kdump::add_window(UnloadedWindow w) {
     windows_.push_back(std::move(w));
     while (windows_.size() > settings_.keep_windows && !windows_.front().open) {
         dropped_windows_total_ += windows_.front().end - windows_.front().start;
+        ++dropped_windows_;
         windows_.pop_front();
     }
 }
@@ -347,7 +351,7 @@ Kdump::Outcome Kdump::do_load(const CrashRecipe& recipe, const std::string& caus
                               bool report, bool hotplug) {
     refresh();
     if (auto checked = check_crash_recipe(root_, recipe); !checked)
-        return refuse_load(checked.error(), cause, events, report, hotplug);
+        return refuse_load(checked.error(), recipe, cause, events, report, hotplug);
     const LoadingFlag loading(loading_);
     const bool was_loaded = loaded();
     const auto seq_start = read_uevent_seqnum(root_);
@@ -355,7 +359,7 @@ Kdump::Outcome Kdump::do_load(const CrashRecipe& recipe, const std::string& caus
     save_record(KdumpIntent{KdumpIntent::Step::load, recipe, t0});
     auto r = backend_.load_crash(recipe);
     Usec t1 = clock_.now();
-    ReloadReport rep{cause, events, t1 - t0, 0, false, {}};
+    ReloadReport rep{cause, events, t1 - t0, 0, false, {}, recipe.kernel, false, {}, false};
     Outcome out;
     auto loaded_ok = [&](const CrashRecipe& good, Usec end) {
         if (was_loaded) {
@@ -409,6 +413,8 @@ Kdump::Outcome Kdump::do_load(const CrashRecipe& recipe, const std::string& caus
                     verify_ = Verify{seq_start, t2 + settings_.load_grace};
                     last_range_.reset();
                     rollback_note = "; rolled back to the last good image (" + last_good_->kernel + ")";
+                    rep.rolled_back = true;
+                    rep.rollback_kernel = last_good_->kernel;
                     refresh();
                 } else {
                     rollback_note = "; the rollback to the last good image failed too (" +
@@ -430,12 +436,13 @@ Kdump::Outcome Kdump::do_load(const CrashRecipe& recipe, const std::string& caus
     }
     refresh();
     save_record();
+    rep.loaded_after = loaded();
     if (report && reload_listener_) reload_listener_(rep);
     return out;
 }
 
-Kdump::Outcome Kdump::refuse_load(const Failure& why, const std::string& cause, std::uint64_t events,
-                                  bool report, bool hotplug) {
+Kdump::Outcome Kdump::refuse_load(const Failure& why, const CrashRecipe& recipe, const std::string& cause,
+                                  std::uint64_t events, bool report, bool hotplug) {
     Outcome out{false, why.error, why.kind};
     last_error_ = std::string(to_string(why.kind)) + ": " + why.describe() +
                   (loaded() ? " (the previous crash kernel is still loaded)" : "");
@@ -443,8 +450,11 @@ Kdump::Outcome Kdump::refuse_load(const Failure& why, const std::string& cause, 
         dirty_ = true;  // still stale: try again, the files may be mended
         retry_at_ = clock_.now() + settings_.retry;
     }
-    if (report && reload_listener_)
-        reload_listener_(ReloadReport{cause, events, 0, 0, false, why.describe()});
+    if (report && reload_listener_) {
+        const ReloadReport rep{cause,          events,        0,     0,  false,
+                               why.describe(), recipe.kernel, false, {}, loaded()};
+        reload_listener_(rep);
+    }
     return out;
 }
 

@@ -83,6 +83,11 @@ struct ReloadReport {
     Usec unloaded = 0;         // of which without any crash kernel
     bool ok = false;
     std::string error;
+    std::string kernel;  // the image this attempt loaded
+    // A failed load was undone by loading rollback_kernel, the last good image, again.
+    bool rolled_back = false;
+    std::string rollback_kernel;
+    bool loaded_after = false;  // a crash kernel is loaded once the attempt is over
 };
 
 struct KdumpSettings {
@@ -136,6 +141,8 @@ public:
     std::optional<Usec> last_event() const { return last_event_; }
     Usec unloaded_total() const;
     const std::deque<UnloadedWindow>& windows() const { return windows_; }
+    // Every window since start, those forgotten beyond keep_windows included.
+    std::uint64_t window_count() const { return dropped_windows_ + windows_.size(); }
     const std::string& last_error() const { return last_error_; }
     const std::optional<CrashRecipe>& recipe() const { return recipe_; }
     Usec now() const { return clock_.now(); }
@@ -193,8 +200,8 @@ private:
     // was inside a step): put back what a kill took away.
     void recover(const KdumpRecord& record);
     // A recipe refused before the kernel was asked: nothing was unloaded.
-    Outcome refuse_load(const Failure& why, const std::string& cause, std::uint64_t events, bool report,
-                        bool hotplug);
+    Outcome refuse_load(const Failure& why, const CrashRecipe& recipe, const std::string& cause,
+                        std::uint64_t events, bool report, bool hotplug);
     Failure fail(Errc kind, Error error);
 
     const Sysroot& root_;
@@ -225,6 +232,7 @@ private:
         "retry after a failed reload";  // the Reloaded signal's cause when retry_at_ comes
     std::deque<UnloadedWindow> windows_;
     Usec dropped_windows_total_ = 0;  // windows forgotten beyond keep_windows
+    std::uint64_t dropped_windows_ = 0;
     std::uint64_t events_seen_ = 0, reloads_ = 0, confirmations_ = 0;
     std::optional<Usec> last_reload_, last_event_;
     std::string last_error_;

@@ -133,7 +133,7 @@ void LuoSessions::hold_from_manifest(const LuoManifest& m, LuoRecovery& rec) {
         auto fd = retrieve_session_retrying(kernel_, e.name);
         if (!fd) {
             if (fd.error().code != ENOENT) rec.problems.push_back(fd.error());
-            rec.missing.push_back(e.name);
+            rec.missing.push_back(e);
             continue;
         }
         LuoSession s{e.name, e.owner, e.files, std::move(*fd)};

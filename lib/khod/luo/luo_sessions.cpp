@@ -279,14 +279,14 @@ Result<void, Failure> LuoSessions::finish(const std::string& name, uid_t caller)
     return {};
 }
 
-std::vector<std::string> LuoSessions::finish_all_incoming() {
-    std::vector<std::string> names;
+std::vector<LuoSessionEntry> LuoSessions::finish_all_incoming() {
+    std::vector<LuoSessionEntry> names;
     for (LuoSession& s : incoming_) {
         // A failed FINISH is not retried: closing a retrieved session implies
         // FINISH, and what a handler still refuses is freed at the next kexec.
         (void)kernel_.finish(s.fd.get());
         store_.remove(in_prefix + s.name);
-        names.push_back(s.name);
+        names.push_back(entry_of(s, true));
     }
     incoming_.clear();
     if (!names.empty()) {

@@ -43,12 +43,12 @@ struct LuoSession {
 
 // What restore() found at start.
 struct LuoRecovery {
-    bool manifest_found = false;       // the previous kernel's khod left one
-    std::string previous_release;      // from the manifest
-    std::vector<std::string> held;     // incoming sessions now held for their owners
-    std::vector<std::string> missing;  // in the manifest, not in the kernel
-    std::vector<std::string> adopted;  // outgoing and incoming sessions back from the fd store
-    std::vector<Error> problems;       // each said in the journal; none stops khod
+    bool manifest_found = false;           // the previous kernel's khod left one
+    std::string previous_release;          // from the manifest
+    std::vector<std::string> held;         // incoming sessions now held for their owners
+    std::vector<LuoSessionEntry> missing;  // in the manifest (owner and files), not in the kernel
+    std::vector<std::string> adopted;      // outgoing and incoming sessions back from the fd store
+    std::vector<Error> problems;           // each said in the journal; none stops khod
 };
 
 // Session names: 1-63 bytes of [A-Za-z0-9_.@+-] (the kernel takes any bytes;
@@ -79,8 +79,9 @@ public:
     Result<void, Failure> destroy(const std::string& name, uid_t caller);  // unpreserves all its files
     Result<UniqueFd, Failure> retrieve(const std::string& name, std::uint64_t token, uid_t caller);
     Result<void, Failure> finish(const std::string& name, uid_t caller);
-    // Finishes every incoming session; returns their names (RetrieveTimeoutSec=).
-    std::vector<std::string> finish_all_incoming();
+    // Finishes every incoming session (RetrieveTimeoutSec=); returns each as
+    // it was (owner, files and which were retrieved), for the journal.
+    std::vector<LuoSessionEntry> finish_all_incoming();
 
     // Right before the reboot: session "khod" with the manifest at token 0.
     // drop_manifest() undoes it when the exec is abandoned.
