@@ -26,7 +26,8 @@ KdumpService::~KdumpService() {
     }
 }
 
-int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authorizer, JobQueue* jobs) {
+int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authorizer, JobQueue* jobs,
+                        bool after_live_update) {
     jobs_ = jobs;
     KdumpSettings settings;
     std::optional<CrashRecipe> recipe;
@@ -79,6 +80,7 @@ int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authoriz
     if (int r = object_->attach(); r < 0) return r;
     kdump_->start(recipe, recipe_error);
     if (!kdump_->recovery().empty()) log(LOG_NOTICE, "kdump: %s", kdump_->recovery().c_str());
+    if (after_live_update) load_after_live_update();
 
     sd_event_source* timer = nullptr;
     // 1 ms accuracy: the default (250 ms) would blur the settle interval.
@@ -103,6 +105,25 @@ int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authoriz
     logged_error_ = kdump_->last_error();
     rearm();
     return 0;
+}
+
+// A kexec leaves no crash kernel behind, and in the new boot nothing else may
+// load one (the distribution's kdump service may be off, or may have run
+// with nothing to do). Loaded here, before khod reports ready.
+void KdumpService::load_after_live_update() {
+    if (kdump_->loaded()) return;
+    const auto& recipe = kdump_->recipe();
+    if (!recipe) {
+        log(LOG_WARNING, "kdump: no crash kernel after the live update, and no recipe to load one with");
+        return;
+    }
+    if (auto r = kdump_->reload("live update"); !r) {
+        log(LOG_ERR, "kdump: cannot load the crash kernel %s after the live update: %s",
+            recipe->kernel.c_str(), r.error().error.describe().c_str());
+        return;
+    }
+    log(LOG_NOTICE, "kdump: crash kernel %s loaded after the live update (recipe from %s)",
+        recipe->kernel.c_str(), recipe->source.c_str());
 }
 
 void KdumpService::announce(const ReloadReport& rep) {

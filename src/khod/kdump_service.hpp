@@ -33,7 +33,10 @@ public:
 
     // Reads the config, starts watching, attaches the bus object. Negative
     // errno on failure. Loads, the hotplug ones included, run as jobs.
-    int start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authorizer, JobQueue* jobs);
+    // after_live_update: this is the first khod of a boot a live update
+    // started; it loads the crash kernel before returning if none is loaded.
+    int start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authorizer, JobQueue* jobs,
+              bool after_live_update = false);
 
     // Runs on the loop after the Kdump properties changed (the metrics file follows them).
     void on_change(std::function<void()> listener) { changed_ = std::move(listener); }
@@ -44,6 +47,7 @@ public:
     std::filesystem::path marker_path() const { return runtime_dir_ / "kdump-hotplug"; }
 
 private:
+    void load_after_live_update();
     void rearm();
     void after_timer_or_event();
     // The Reloaded signal and its journal line.

@@ -103,16 +103,18 @@ void log_luo_recovery(const khod::LuoRecovery& found, bool have_fd_store) {
 // The first khod of a boot that came through a live update says so once:
 // a restart in the same boot finds its marker in the runtime directory
 // (which systemd keeps across restarts and a reboot empties).
-void announce_restored(const std::string& runtime_dir, const khod::Status& status,
+// Returns whether this is that first khod.
+bool announce_restored(const std::string& runtime_dir, const khod::Status& status,
                        const khod::LuoRecovery& found) {
-    if (!status.kho.incoming && !found.manifest_found) return;
+    if (!status.kho.incoming && !found.manifest_found) return false;
     const std::filesystem::path marker = std::filesystem::path(runtime_dir) / "live-update-restored";
     std::error_code ec;
-    if (std::filesystem::exists(marker, ec)) return;
+    if (std::filesystem::exists(marker, ec)) return false;
     std::filesystem::create_directories(runtime_dir, ec);
     std::ofstream(marker) << "this boot's live update was announced in the journal\n";
     khod::log_event(
         khod::live_update_restored_event(status.release.value.value_or(""), status.kho.incoming, found));
+    return true;
 }
 
 std::string runtime_directory(const Options& options) {
@@ -177,7 +179,7 @@ int run(const Options& options) {
     khod::LuoSessions sessions(*backends->luo, fd_store, status.release.value.value_or(""));
     const khod::LuoRecovery found = sessions.restore(khod::take_stored_fds());
     log_luo_recovery(found, fd_store.available());
-    announce_restored(runtime_dir, status, found);
+    const bool first_after_live_update = announce_restored(runtime_dir, status, found);
     const khod::KhodConfig config = khod_config(root);
     // Before the objects it reads, so it outlives their listeners.
     std::optional<khod::MetricsFile> metrics;
@@ -223,7 +225,7 @@ int run(const Options& options) {
     if ((r = scratch_object.attach()) < 0) return fail(std::string("adding ") + khod1::scratch_interface, r);
     khod::KdumpService kdump(root, std::move(backends->kdump), runtime_dir, options.uevent_socket,
                              options.uevent_source);
-    if ((r = kdump.start(bus.get(), event.get(), &authorizer, &jobs)) < 0)
+    if ((r = kdump.start(bus.get(), event.get(), &authorizer, &jobs, first_after_live_update)) < 0)
         return fail(std::string("adding ") + khod1::kdump_interface, r);
     if ((r = sd_bus_attach_event(bus.get(), event.get(), SD_EVENT_PRIORITY_NORMAL)) < 0)
         return fail("attaching the bus to the event loop", r);

@@ -322,6 +322,31 @@ class ImportedFromKdumpTools(KdumpBusTest):
         self.assertNotIn("crashkernel=", st["Recipe"]["cmdline"])
 
 
+
+class AfterALiveUpdate(KdumpBusTest):
+    """The first khod of a boot that came through a live update (kho/in in
+    debugfs, from the 7.2 kernel after a KHO kexec) finds no crash kernel and
+    loads its recipe before it takes its bus name, that is, before READY=1."""
+    fixture = "vm-7.2-kho-in"
+    conf = "[Kdump]\nKernel={kernel}\nInitrd={initrd}\nCommandLine=nr_cpus=1\n"
+    files = {"sys/kernel/kexec_crash_size": "268435456\n"}
+
+    def test_the_crash_kernel_is_loaded_again(self):
+        st = self.status()
+        self.assertTrue(st["Loaded"], st)
+        self.assertTrue(st["Managed"], st)
+        self.assertEqual(self.khod.read("sys/kernel/kexec_crash_loaded").strip(), "1")
+        log = self.khod.log.read_text()
+        self.assertIn(f"crash kernel {KERNEL} loaded after the live update", log)
+
+    def test_a_restart_in_the_same_boot_does_not_load_again(self):
+        rc, doc = self.ctl("unload")
+        self.assertEqual(rc, 0, doc)
+        self.khod.kill(signal.SIGTERM)
+        self.khod.start()
+        self.assertFalse(self.status()["Loaded"], "an operator's unload outlives a khod restart")
+
+
 if __name__ == "__main__":
     unittest.main()
 

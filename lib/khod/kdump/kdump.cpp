@@ -510,7 +510,7 @@ Result<void, Failure> Kdump::unload() {
     return done({});
 }
 
-Result<void, Failure> Kdump::reload() {
+Result<void, Failure> Kdump::reload(const std::string& cause) {
     const Snapshot before = snapshot();
     auto done = [&](Result<void, Failure> r) {
         notify(before);
@@ -521,7 +521,7 @@ Result<void, Failure> Kdump::reload() {
                          plain_error("",
                                      "no crash kernel recipe: set Kernel= in /etc/khod/khod.conf or run "
                                      "khoctl kdump load")));
-    Outcome o = do_load(*recipe_, "Reload", 0, true, false);
+    Outcome o = do_load(*recipe_, cause, 0, true, false);
     if (!o.ok) return done(Failure{o.kind, o.error});
     return done({});
 }

@@ -115,8 +115,9 @@ public:
     Result<void, Failure> load(CrashRecipe recipe);
     // Unloads the crash kernel; khod stops keeping one loaded until the next Load or Reload.
     Result<void, Failure> unload();
-    // Loads the current recipe again now.
-    Result<void, Failure> reload();
+    // Loads the current recipe again now; `cause` is what the report and the
+    // journal give as the reason.
+    Result<void, Failure> reload(const std::string& cause = "Reload");
 
     void on_event(const HotplugEvent& event);
     // The event source overflowed (netlink ENOBUFS): something happened, unknown what.
