@@ -208,12 +208,12 @@ class VM:
     raises VMTimeout.
     """
 
-    def __init__(self, *, kernel: Path, initrd: Path, workdir: Path, append: str = "",
+    def __init__(self, *, kernel: Path, initrd: Optional[Path], workdir: Path, append: str = "",
                  memory: str = DEFAULT_MEMORY, smp: str = DEFAULT_SMP,
                  numa: Iterable[str] = (), qemu_args: Iterable[str] = (),
                  boot_timeout: float = DEFAULT_BOOT_TIMEOUT, total_timeout: Optional[float] = None):
         self.kernel = Path(kernel)
-        self.initrd = Path(initrd)
+        self.initrd = Path(initrd) if initrd else None
         self.workdir = Path(workdir)
         self.append = " ".join([BASE_APPEND, append]).strip()
         self.memory = memory
@@ -260,8 +260,10 @@ class VM:
         for n in self.numa:
             cmd += ["-numa", n]
         cmd += ["-nodefaults", "-display", "none", "-no-reboot", "-S",
-                "-kernel", str(self.kernel), "-initrd", str(self.initrd),
-                "-append", self.append,
+                "-kernel", str(self.kernel)]
+        if self.initrd:
+            cmd += ["-initrd", str(self.initrd)]
+        cmd += ["-append", self.append,
                 "-chardev", f"socket,id=con0,path={self.console_sock},server=on,wait=off",
                 "-serial", "chardev:con0",
                 "-chardev", f"file,id=put0,path={self.serial1_log}",

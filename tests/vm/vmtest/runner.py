@@ -79,11 +79,25 @@ def run_guest(*, name: str, workdir: Path, kernel: Path, append: str, guest_scri
     returns (result, error, tail) where error is what went wrong while running."""
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    release = kernel_release(kernel)      # before booting: a file that is no bzImage fails here
-    next_release = kernel_release(next_kernel) if next_kernel else None
+    kernel_release(kernel)      # before building: a file that is no bzImage fails here
     initrd = make_initramfs(kernel=kernel, workdir=workdir, guest_script=guest_script,
                             builddir=builddir, binaries=binaries, host_binaries=host_binaries,
                             files=files, include_boot=include_boot, next_kernel=next_kernel)
+    return boot_and_collect(name=name, workdir=workdir, kernel=kernel, initrd=initrd, append=append,
+                            next_kernel=next_kernel, memory=memory, smp=smp, numa=numa,
+                            qemu_args=qemu_args, boot_timeout=boot_timeout,
+                            total_timeout=total_timeout, host=host, started=t0)
+
+
+def boot_and_collect(*, name: str, workdir: Path, kernel: Path, initrd: Optional[Path], append: str,
+                     next_kernel: Optional[Path] = None, memory=DEFAULT_MEMORY, smp=DEFAULT_SMP,
+                     numa=(), qemu_args=(), boot_timeout=DEFAULT_BOOT_TIMEOUT, total_timeout=None,
+                     host: Optional[Callable[[VM], None]] = None,
+                     started: Optional[float] = None) -> tuple[Result, Optional[BaseException], str]:
+    """Boots a prepared guest, drives and collects; never raises for VM trouble."""
+    t0 = started if started is not None else time.monotonic()
+    release = kernel_release(kernel)
+    next_release = kernel_release(next_kernel) if next_kernel else None
     vm = VM(kernel=kernel, initrd=initrd, workdir=workdir, append=append, memory=memory,
             smp=smp, numa=numa, qemu_args=qemu_args, boot_timeout=boot_timeout,
             total_timeout=total_timeout)

@@ -1,0 +1,1 @@
+"""Scenarios of the distro tier (vmtest/distro.py)."""

@@ -1,0 +1,129 @@
+"""A live update through systemd: `khoctl prepare/finalize/exec` without
+--force goes through kexec.target (services stopped in order, the journal
+flushed to disk), the next kernel restores the KHO state, and khod, whose
+crash kernel recipe is in khod.conf, loads the crash kernel again before it
+reports ready: kdump is armed again after a live update with nobody asking.
+
+On the shared 7.2 kernel into itself. kdump-tools is disabled, so any crash
+kernel in the second boot is khod's.
+"""
+
+import json
+import re
+
+from vmtest import dig, expect, expect_eq
+from vmtest.distro import SHARED_KERNELS
+
+DESCRIPTION = "prepare/finalize/exec through kexec.target; KHO restored; khod re-arms kdump before READY"
+KERNEL = "7.2"
+BOOTS = 2
+TARGET = "/boot/khod-test/bzImage"
+FILES = {
+    TARGET: SHARED_KERNELS["7.2"],
+    "/etc/khod/khod.conf": f"""\
+[Kdump]
+Kernel={TARGET}
+CommandLine=root=/dev/vda ro console=ttyS0 nr_cpus=1 irqpoll reset_devices
+""",
+}
+
+GUEST_SCRIPT = r'''
+if [ "$1" = 1 ]; then
+    systemctl disable --now kdump-tools
+    kdump-config unload > /dev/null 2>&1
+    systemctl start khod
+    khoctl --json kdump reload > /tmp/reload.json 2>&1
+    vm-marker rc-reload $?
+    vm-put /tmp/reload.json reload.json
+    khoctl --json prepare --kernel @TARGET@ --reuse-cmdline --append khod.stage=2 > /tmp/prepare.json 2>&1
+    vm-marker rc-prepare $?
+    vm-put /tmp/prepare.json prepare.json
+    khoctl --json finalize > /tmp/finalize.json 2>&1
+    vm-marker rc-finalize $?
+    vm-put /tmp/finalize.json finalize.json
+    vm-marker loaded "$(cat /sys/kernel/kexec/loaded 2>/dev/null || cat /sys/kernel/kexec_loaded)"
+    stay_up
+    vm-marker exec
+    khoctl exec > /tmp/exec.txt 2>&1
+    vm-marker rc-exec $?
+    exit 0
+fi
+vm-marker crash-loaded "$(cat /sys/kernel/kexec_crash_loaded)"
+khoctl --json status > /tmp/status-2.json 2>&1
+vm-put /tmp/status-2.json status-2.json
+journalctl -b -1 -o short-monotonic --no-pager > /tmp/journal-1.txt 2>&1
+vm-put /tmp/journal-1.txt journal-before-exec.txt
+journalctl -b -o short-monotonic --no-pager > /tmp/journal-2.txt 2>&1
+vm-put /tmp/journal-2.txt journal-after-exec.txt
+# khod's structured entries of both boots, as an operator would search them
+journalctl -o json --no-pager _SYSTEMD_UNIT=khod.service > /tmp/khod.json 2>&1
+vm-put /tmp/khod.json khod-journal.json
+journalctl -x -b -1 --no-pager MESSAGE_ID=@EXEC@ > /tmp/explained.txt 2>&1
+vm-put /tmp/explained.txt exec-explained.txt
+'''.replace("@TARGET@", TARGET).replace("@EXEC@", "347a8cd146c64b9ea154f181e87ce3df")
+
+
+def line_index(lines: list[str], pattern: str, what: str) -> int:
+    for i, line in enumerate(lines):
+        if re.search(pattern, line):
+            return i
+    expect(False, f"{what}: no line matches /{pattern}/")
+    return -1
+
+
+# src/khod/message_ids.hpp: (id, boot, fields each entry must carry)
+JOURNAL_EVENTS = [
+    ("2f157184e7fa428f9dde14eed001c949", 1, {"KHOD_KERNEL": TARGET, "KHOD_RELEASE": None}),
+    ("347a8cd146c64b9ea154f181e87ce3df", 1, {"KHOD_KERNEL": TARGET, "KHOD_SESSIONS": "0"}),
+    ("6ee3bb4281e94fc5b995fb50b7a4403c", 2, {"KHOD_PREVIOUS_RELEASE": None, "KHOD_KHO_INCOMING": None}),
+    ("268d8271cba3467e89970473332c6a27", 2, {"KHOD_KERNEL": TARGET, "KHOD_RELOAD_REASON": "live update"}),
+]
+
+
+def check_journal_events(result):
+    entries = [json.loads(line) for line in result.text("khod-journal.json").splitlines() if line.startswith("{")]
+    boots = sorted({e["_BOOT_ID"] for e in entries}, key=lambda b: min(
+        int(e["__REALTIME_TIMESTAMP"]) for e in entries if e["_BOOT_ID"] == b))
+    expect_eq(len(boots), 2, "boots in khod's journal")
+    for message_id, boot, fields in JOURNAL_EVENTS:
+        found = [e for e in entries if e.get("MESSAGE_ID") == message_id and e["_BOOT_ID"] == boots[boot - 1]]
+        expect(len(found) == 1, f"boot {boot}: {len(found)} journal entries with MESSAGE_ID={message_id}")
+        for key, value in fields.items():
+            expect(key in found[0], f"MESSAGE_ID={message_id}: no {key} in {sorted(found[0])}")
+            if value is not None:
+                expect_eq(found[0][key], value, f"MESSAGE_ID={message_id}: {key}")
+    explained = result.text("exec-explained.txt")
+    expect("-- Subject:" in explained or "Defined-By: khod" in explained or "Documentation: man:khod(8)" in explained,
+           f"journalctl -x shows no catalog text for the exec entry:\n{explained[:1500]}")
+
+
+def check(result):
+    for word in ("rc-reload", "rc-prepare", "rc-finalize"):
+        expect_eq(result.marker(word, boot=1).payload, "0", word)
+    expect_eq(dig(result.json("finalize.json"), "handover.State"), "loaded", "State after finalize")
+    expect_eq(result.marker("loaded", boot=1).payload, "1", "kexec_loaded after finalize")
+    expect_eq([m.stage for m in result.markers_of("boot")], ["1", "2"], "stages of the boots")
+    expect("KHO restore succeeded" in result.console, "the 2nd kernel did not print 'KHO restore succeeded'")
+
+    # The first boot's journal reached the disk and shows systemd taking the
+    # system down in order for kexec.target after khod's exec.
+    before = result.text("journal-before-exec.txt").splitlines()
+    exec_at = line_index(before, r"khod\[\d+\]: .*rebooting into", "khod's exec")
+    stopped_at = line_index(before, r"Stopped khod\.service", "khod stopped by systemd")
+    target_at = line_index(before, r"Reached target kexec\.target", "systemd's kexec.target")
+    journal_at = line_index(before, r"systemd-journald\[\d+\]: Journal stopped", "journald's last words")
+    expect(exec_at < stopped_at < target_at < journal_at,
+           "expected khod's exec, khod stopped, kexec.target reached and the journal stopped in that order "
+           f"(lines {exec_at}, {stopped_at}, {target_at}, {journal_at} of the first boot's journal)")
+
+    # Second boot: khod loaded the crash kernel from khod.conf before READY=1.
+    expect_eq(result.marker("crash-loaded", boot=2).payload, "1", "kexec_crash_loaded after the live update")
+    after = result.text("journal-after-exec.txt").splitlines()
+    loaded_at = line_index(after, r"khod\[\d+\]: .*crash kernel.*(loaded|re-?armed)", "khod's crash kernel load")
+    ready_at = line_index(after, r"Started khod\.service", "khod's READY=1 (systemd: Started)")
+    expect(loaded_at < ready_at, "khod reported ready before it loaded the crash kernel")
+    status = result.json("status-2.json")
+    expect_eq(dig(status, "daemon.kdump.Loaded"), True, "khod's Kdump.Loaded after the live update")
+    expect_eq(dig(status, "daemon.kdump.Managed"), True, "khod's Kdump.Managed after the live update")
+    expect_eq(dig(status, "kho.incoming"), True, "khoctl status: kho.incoming")
+    check_journal_events(result)
