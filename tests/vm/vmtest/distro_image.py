@@ -233,10 +233,10 @@ def read_guest_file(disk: Path, path: str, dest: Path) -> Optional[Path]:
 def list_guest_dir(disk: Path, path: str) -> list[str]:
     r = subprocess.run(["debugfs", "-R", f"ls -p {path}", str(disk)], capture_output=True, text=True)
     names = []
-    for line in r.stdout.splitlines():
+    for line in r.stdout.splitlines():  # /inode/mode/uid/gid/name/size/
         parts = line.strip("/").split("/")
-        if len(parts) >= 6 and parts[5] not in (".", ".."):
-            names.append(parts[5])
+        if len(parts) >= 5 and parts[4] not in (".", ".."):
+            names.append(parts[4])
     return names
 
 
