@@ -60,16 +60,33 @@ def write_summary(path: Path, outcomes: list[Outcome], keep: bool):
     path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def cmd_run(argv: list[str]) -> int:
-    args = run_arguments(argv)
-    names = [scenario_name(n) for n in args.scenarios] or list(discover_scenarios())
+def work_root(args: argparse.Namespace, prefix: str) -> tuple[Path, bool]:
+    """The run's work dir and whether to keep it (--workdir implies --keep)."""
     if args.workdir:
         root = args.workdir.resolve()
         root.mkdir(parents=True, exist_ok=True)
-        keep = True
+        return root, True
+    return Path(tempfile.mkdtemp(prefix=prefix)), args.keep
+
+
+def conclude(outcomes: list[Outcome], root: Path, keep: bool, json_summary: Optional[Path]) -> int:
+    """Removes or names the work dir, writes the summary, prints the count; the exit status."""
+    if keep:
+        log(f"work dir kept: {root}")
     else:
-        root = Path(tempfile.mkdtemp(prefix="khod-vmtest-"))
-        keep = args.keep
+        shutil.rmtree(root, ignore_errors=True)
+    passed = sum(o.ok for o in outcomes)
+    failed = len(outcomes) - passed
+    if json_summary:
+        write_summary(json_summary, outcomes, keep)
+    log(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def cmd_run(argv: list[str]) -> int:
+    args = run_arguments(argv)
+    names = [scenario_name(n) for n in args.scenarios] or list(discover_scenarios())
+    root, keep = work_root(args, "khod-vmtest-")
     outcomes: list[Outcome] = []
     try:
         if not names:
@@ -77,17 +94,10 @@ def cmd_run(argv: list[str]) -> int:
         for name in names:
             outcomes.append(run_one(name, args, root))
             report_outcome(outcomes[-1])
-    finally:
-        if keep:
-            log(f"work dir kept: {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    passed = sum(o.ok for o in outcomes)
-    failed = len(outcomes) - passed
-    if args.json_summary:
-        write_summary(args.json_summary, outcomes, keep)
-    log(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    except BaseException:
+        conclude(outcomes, root, keep, None)
+        raise
+    return conclude(outcomes, root, keep, args.json_summary)
 
 
 def cmd_list(argv: list[str]) -> int:

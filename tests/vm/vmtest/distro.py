@@ -16,11 +16,8 @@ boot ends without the script, e.g. in kdump-tools' capture) and host(vm).
 from __future__ import annotations
 
 import argparse
-import importlib
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -31,8 +28,8 @@ from .host import HERE, REPO, find_qemu, timeout_scale
 from .kernel import require_kernel
 from .report import describe_error, join_details, log
 from .results import expect, generic_checks
-from .runner import Outcome, Scenario, boot_and_collect, scenario_name
-from .cli import report_outcome, write_summary
+from .runner import Outcome, Scenario, boot_and_collect, discover_scenarios, load_scenario, scenario_name
+from .cli import conclude, report_outcome, work_root
 
 DISTRO_DIR = HERE / "distro"
 SHARED_KERNELS = {"7.2": REPO.parent / "shared/vm/bzImage", "7.3": REPO.parent / "shared/vm/7.3/bzImage"}
@@ -62,20 +59,11 @@ put_journal() {{ journalctl -b -o short-monotonic --no-pager > /tmp/journal.txt 
 
 
 def discover() -> dict[str, Path]:
-    return {scenario_name(p.stem): p for p in sorted(DISTRO_DIR.glob("*.py")) if not p.name.startswith("_")}
+    return discover_scenarios(DISTRO_DIR)
 
 
 def load(name: str) -> Scenario:
-    available = discover()
-    if name not in available:
-        raise HarnessError(f"unknown distro scenario {name!r} (have: {', '.join(available) or 'none'})")
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
-    module = importlib.import_module(f"distro.{available[name].stem}")
-    for key in ("GUEST_SCRIPT", "check"):
-        if not hasattr(module, key):
-            raise HarnessError(f"distro scenario {name} lacks {key}")
-    return Scenario(name, module)
+    return load_scenario(name, DISTRO_DIR)
 
 
 def boot_files(sc: Scenario, tree: distro_image.DistroTree) -> tuple[Path, Optional[Path], str]:
@@ -170,42 +158,39 @@ def main(argv: Optional[list[str]] = None) -> int:
             log(f"{name:20} {load(name).description}")
         return 0
     names = [scenario_name(n) for n in args.scenarios] or list(discover())
-    root = (args.workdir or Path(tempfile.mkdtemp(prefix="khod-distro-"))).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    keep = args.keep or args.workdir is not None
+    root, keep = work_root(args, "khod-distro-")
     outcomes: list[Outcome] = []
     try:
-        try:
-            find_qemu()
-            t0 = time.monotonic()
-            deb = args.deb or package_deb(root / "package.log")
-            tree = distro_image.prepare_tree(deb, root, root / "image.log")
-            log(f"guest tree ready in {time.monotonic() - t0:.0f}s: {deb.name} in Debian "
-                f"{distro_image.SUITE}, kernel {tree.release}")
-        except Exception as e:               # noqa: BLE001 - every scenario fails with it
-            reason, details = describe_error(e)
-            outcomes = [Outcome(n, False, 0.0, reason, details) for n in names]
-            for o in outcomes:
-                report_outcome(o)
-            tree = None
-        if tree is not None:
-            for name in names:
-                try:
-                    sc = load(name)
-                except Exception as e:       # noqa: BLE001
-                    reason, details = describe_error(e)
-                    outcomes.append(Outcome(name, False, 0.0, reason, details))
-                else:
-                    outcomes.append(run_one(sc, tree, root))
-                report_outcome(outcomes[-1])
-    finally:
-        if keep:
-            log(f"work dir kept: {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    passed = sum(o.ok for o in outcomes)
-    if args.json_summary:
-        write_summary(args.json_summary, outcomes, keep)
-    log(f"{passed} passed, {len(outcomes) - passed} failed")
-    return 1 if passed != len(outcomes) else 0
+        tree = guest_tree(args, root, names, outcomes)
+        for name in names if tree else []:
+            try:
+                sc = load(name)
+            except Exception as e:           # noqa: BLE001
+                reason, details = describe_error(e)
+                outcomes.append(Outcome(name, False, 0.0, reason, details))
+            else:
+                outcomes.append(run_one(sc, tree, root))
+            report_outcome(outcomes[-1])
+    except BaseException:
+        conclude(outcomes, root, keep, None)
+        raise
+    return conclude(outcomes, root, keep, args.json_summary)
 
+
+def guest_tree(args: argparse.Namespace, root: Path, names: list[str],
+               outcomes: list[Outcome]) -> Optional[distro_image.DistroTree]:
+    """The prepared guest tree, or None after failing every scenario with why."""
+    try:
+        find_qemu()
+        t0 = time.monotonic()
+        deb = args.deb or package_deb(root / "package.log")
+        tree = distro_image.prepare_tree(deb, root, root / "image.log")
+    except Exception as e:                   # noqa: BLE001 - every scenario fails with it
+        reason, details = describe_error(e)
+        for n in names:
+            outcomes.append(Outcome(n, False, 0.0, reason, details))
+            report_outcome(outcomes[-1])
+        return None
+    log(f"guest tree ready in {time.monotonic() - t0:.0f}s: {deb.name} in Debian "
+        f"{distro_image.SUITE}, kernel {tree.release}")
+    return tree

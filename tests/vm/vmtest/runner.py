@@ -36,24 +36,26 @@ def scenario_name(stem: str) -> str:
     return stem.replace("_", "-")
 
 
-def discover_scenarios() -> dict[str, Path]:
+def discover_scenarios(directory: Path = SCENARIO_DIR) -> dict[str, Path]:
+    """Scenario name -> module file; a leading underscore marks a shared module."""
     found = {}
-    if SCENARIO_DIR.is_dir():
-        for p in sorted(SCENARIO_DIR.glob("*.py")):
+    if directory.is_dir():
+        for p in sorted(directory.glob("*.py")):
             if p.name.startswith("_"):
                 continue
             found[scenario_name(p.stem)] = p
     return found
 
 
-def load_scenario(name: str) -> Scenario:
+def load_scenario(name: str, directory: Path = SCENARIO_DIR) -> Scenario:
+    """Imports a scenario as <directory's name>.<module> (the package beside vmtest)."""
     name = scenario_name(name)
-    available = discover_scenarios()
+    available = discover_scenarios(directory)
     if name not in available:
         raise HarnessError(f"unknown scenario {name!r} (have: {', '.join(available) or 'none'})")
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
-    module = importlib.import_module(f"scenarios.{available[name].stem}")
+    module = importlib.import_module(f"{directory.name}.{available[name].stem}")
     for key in ("GUEST_SCRIPT", "check"):
         if not hasattr(module, key):
             raise HarnessError(f"scenario {name} ({available[name]}) lacks {key}")
