@@ -152,8 +152,14 @@ def install_deb(root: Path, deb: Path, log: Path):
     target = root / "tmp" / deb.name
     shutil.copyfile(deb, target)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C.UTF-8")
-    _run(["chroot", str(root), "apt-get", "install", "-y", "--no-install-recommends",
-          f"/tmp/{deb.name}"], f"apt-get install {deb.name} in the guest tree", log, env=env)
+    # The maintainer scripts and triggers (systemd-tmpfiles, journalctl
+    # --update-catalog) need /proc, /sys and /dev: mounted in a mount
+    # namespace of the install's own, so they vanish with it.
+    script = (f'mount -t proc proc "$1/proc" && mount -t sysfs sysfs "$1/sys" && '
+              f'mount --rbind /dev "$1/dev" && exec chroot "$1" apt-get install -y '
+              f'--no-install-recommends /tmp/{deb.name}')
+    _run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "install-deb", str(root)],
+         f"apt-get install {deb.name} in the guest tree", log, env=env)
     target.unlink()
 
 
