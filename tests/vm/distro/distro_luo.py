@@ -1,21 +1,23 @@
-"""A khod LUO session through the real systemd fd store and a live update.
+"""A khod LUO session through the real systemd fd store and a live update
+from 7.2 into 7.3.
 
 Boot 1 (shared 7.2 kernel, Debian userspace): session vm1 created and a
 16 MiB file preserved in it through khod (khoctl luo create/preserve);
 `systemctl restart khod`: the session's fds wait in systemd's fd store for
 the new khod, which lists vm1 again with its file; prepare, finalize, exec.
-Boot 2: khod retrieves its manifest and holds vm1; `khoctl luo retrieve`
+Boot 2 (shared 7.3 kernel): khod retrieves its manifest and holds vm1; `khoctl luo retrieve`
 gives back the bytes with the SHA-256 of boot 1; finish leaves nothing held.
 """
 
 from vmtest import dig, expect, expect_eq
 from vmtest.distro import SHARED_KERNELS
 
-DESCRIPTION = "khod's LUO session kept by systemd's fd store across systemctl restart khod, then a kexec"
+DESCRIPTION = "khod's LUO session kept by systemd's fd store across systemctl restart khod, then 7.2 -> 7.3"
 KERNEL = "7.2"
+NEXT_KERNEL = "7.3"
 BOOTS = 2
 TARGET = "/boot/khod-test/bzImage"
-FILES = {TARGET: SHARED_KERNELS["7.2"]}
+FILES = {TARGET: SHARED_KERNELS["7.3"]}
 
 GUEST_SCRIPT = r'''
 if [ "$1" = 1 ]; then

@@ -6,7 +6,8 @@ A scenario module has GUEST_SCRIPT (sh, run by a systemd service once
 multi-user.target is up, as `scenario.sh <stage>`) and check(result), and may
 set KERNEL ("distro", the default: Debian's own kernel and initramfs from
 the image; "7.2" or "7.3": a shared KHO kernel, booted without initramfs),
-APPEND, FILES ({guest path: text}), MEMORY, SMP, QEMU_ARGS, BOOTS,
+APPEND, FILES ({guest path: text}), NEXT_KERNEL ("7.3": the release boots
+after the first are checked against), MEMORY, SMP, QEMU_ARGS, BOOTS,
 BOOT_TIMEOUT, TIMEOUT, EXPECT_EXIT, FINISHES_IN_GUEST (False when the last
 boot ends without the script, e.g. in kdump-tools' capture) and host(vm).
 `result.disk` is the guest's disk after the run, readable with
@@ -105,8 +106,11 @@ def run_one(sc: Scenario, tree: distro_image.DistroTree, root: Path) -> Outcome:
         total = float(a("TIMEOUT", 0)) * scale or boot_timeout * max(1, boots or 1) + 60
         append = " ".join([BASE_DISTRO_APPEND, kernel_append, a("APPEND", "")]).strip()
         qemu_args = ["-drive", f"file={disk},if=virtio,format=raw", *a("QEMU_ARGS", ())]
+        next_kernel = a("NEXT_KERNEL", None)
+        if next_kernel is not None:  # a live update into another shared kernel
+            next_kernel = require_kernel(SHARED_KERNELS[next_kernel])
         result, error, tail = boot_and_collect(
-            name=sc.name, workdir=workdir, kernel=kernel, initrd=initrd, append=append,
+            name=sc.name, workdir=workdir, kernel=kernel, initrd=initrd, append=append, next_kernel=next_kernel,
             memory=a("MEMORY", DISTRO_MEMORY), smp=a("SMP", "2,sockets=4,cores=1,threads=1,maxcpus=4"),
             qemu_args=qemu_args, boot_timeout=boot_timeout, total_timeout=total,
             host=a("host", None), started=t0)
