@@ -59,6 +59,15 @@ wait_until 120 restarted_from "$pid"
 vm-marker watchdog "$pid $(main_pid) $stopped_at $(systemctl show -P WatchdogUSec khod)"
 khoctl --json status > /tmp/status-watchdog.json 2>&1
 vm-put /tmp/status-watchdog.json status-watchdog.json
+# The rest of what khod does under its sandbox: a scratch plan (/proc/iomem
+# with real addresses needs CAP_SYS_ADMIN) and an abort.
+busctl --json=short call org.kexec.khod1 /org/kexec/khod1 org.kexec.khod1.Scratch Plan sssu "" "" "" 25 \
+    > /tmp/plan.json 2>&1
+vm-marker rc-plan $?
+vm-put /tmp/plan.json plan.json
+khoctl --json abort > /tmp/abort.json 2>&1
+vm-marker rc-abort $?
+vm-put /tmp/abort.json abort.json
 journalctl -b --no-pager -o short-monotonic -u khod -u dbus > /tmp/khod-journal.txt 2>&1
 vm-put /tmp/khod-journal.txt khod-journal.txt
 '''
@@ -105,3 +114,9 @@ def check(result):
     waited = float(timeouts[-1]) - float(stopped_at)
     expect(0 < waited <= 30.5, f"the watchdog fired {waited:.1f}s after SIGSTOP, WatchdogSec=30s")
     expect_eq(handover_state(result, "status-watchdog.json"), "prepared", "State after the watchdog restart")
+
+    expect_eq(result.marker("rc-plan").payload, "0", "Scratch.Plan under the unit")
+    parameter, fits, _verdict, _plan = result.json("plan.json")["data"]
+    expect(parameter.startswith("kho_scratch=") and fits, f"Scratch.Plan: {parameter}, fits {fits}")
+    expect_eq(result.marker("rc-abort").payload, "0", "khoctl abort")
+    expect_eq(handover_state(result, "abort.json"), "idle", "State after abort")
