@@ -13,7 +13,7 @@ must reach past both DIMMs.
 
 import struct
 
-from scenarios._kdump import CPU_CYCLES, DIMM_SIZE, covered
+from scenarios._kdump import CPU_CYCLES, CPU_STORM, DIMM_SIZE, covered
 from vmtest import CheckFailed, dig, distro_image, expect, expect_eq
 
 DESCRIPTION = "kdump-tools + khod's drop-in: storm without kdump-config, SYSTEMD_WANTS, a real dump in /var/crash"
@@ -21,7 +21,7 @@ FINISHES_IN_GUEST = False
 TIMEOUT = 900
 DIMMS: list[tuple[int, int]] = []
 
-GUEST_SCRIPT = r'''
+GUEST_SCRIPT = CPU_STORM + r'''
 M=/sys/devices/system/memory
 kstatus() { khoctl --json kdump status > "/tmp/$1.json" 2>&1; vm-put "/tmp/$1.json" "$1.json"; }
 idle() { khoctl --json kdump status 2>/dev/null | grep -q '"Pending": false'; }
@@ -50,12 +50,7 @@ wait_until 30 test -e /run/khod/kdump-hotplug || exit 1
 kstatus status-before
 since=$(date +%s)
 
-i=0
-while [ $i -lt @CPU_CYCLES@ ]; do
-    echo 0 > /sys/devices/system/cpu/cpu1/online || exit 1
-    echo 1 > /sys/devices/system/cpu/cpu1/online || exit 1
-    i=$((i + 1))
-done
+cpu_storm || exit 1
 hot_add 1 || { echo "DIMM 1 did not come online"; exit 1; }
 for b in $NEW_BLOCKS; do
     echo offline > $b/state || { echo "offline $b failed"; exit 1; }
@@ -82,7 +77,7 @@ sync
 stay_up
 vm-marker panic
 echo c > /proc/sysrq-trigger
-'''.replace("@CPU_CYCLES@", str(CPU_CYCLES))
+'''
 
 
 def host(vm):

@@ -36,7 +36,19 @@ FILES = dict(KHOD_BUS_FILES)
 
 # $LOAD_CRASH_KERNEL is each scenario's way of having a crash kernel loaded
 # with khod running.
-GUEST_SCRIPT = r'''
+# cpu_storm: CPU_CYCLES offline/online cycles of cpu1, one uevent each way.
+CPU_STORM = r'''
+cpu_storm() {
+    i=0
+    while [ $i -lt @CPU_CYCLES@ ]; do
+        echo 0 > /sys/devices/system/cpu/cpu1/online || return 1
+        echo 1 > /sys/devices/system/cpu/cpu1/online || return 1
+        i=$((i + 1))
+    done
+}
+'''.replace("@CPU_CYCLES@", str(CPU_CYCLES))
+
+GUEST_SCRIPT = CPU_STORM + r'''
 [ -f /etc/khod-vm/guest-khod.sh ] && . /etc/khod-vm/guest-khod.sh  # not in the capture initrd
 CRASH_APPEND="@CRASH_APPEND@"
 CRASH_INITRD=/tmp/capture.gz
@@ -72,12 +84,7 @@ if [ "$1" = 1 ]; then
     vm-put /tmp/status-before.json status-before.json
 
     # CPU events: cpu1 offline/online (not QEMU CPU hot-add, see the scenario docs)
-    i=0
-    while [ $i -lt @CPU_CYCLES@ ]; do
-        echo 0 > /sys/devices/system/cpu/cpu1/online || exit 1
-        echo 1 > /sys/devices/system/cpu/cpu1/online || exit 1
-        i=$((i + 1))
-    done
+    cpu_storm || exit 1
     vm-marker cpu-storm-done
 
     # one 1 GiB DIMM through QMP
