@@ -9,6 +9,8 @@ Boot 2 (shared 7.3 kernel): khod retrieves its manifest and holds vm1; `khoctl l
 gives back the bytes with the SHA-256 of boot 1; finish leaves nothing held.
 """
 
+import json
+
 from vmtest import dig, expect, expect_eq
 from vmtest.distro import SHARED_KERNELS
 
@@ -17,7 +19,10 @@ KERNEL = "7.2"
 NEXT_KERNEL = "7.3"
 BOOTS = 2
 TARGET = "/boot/khod-test/bzImage"
-FILES = {TARGET: SHARED_KERNELS["7.3"]}
+# vm2 is never retrieved: khod lets it go when RetrieveTimeoutSec= runs out,
+# with the journal entry an operator searches for.
+FILES = {TARGET: SHARED_KERNELS["7.3"], "/etc/khod/khod.conf": "[LiveUpdate]\nRetrieveTimeoutSec=30s\n"}
+SESSION_RELEASED = "f8c5a692603446a1bd78a355a6c3ed22"
 
 GUEST_SCRIPT = r'''
 if [ "$1" = 1 ]; then
@@ -28,6 +33,9 @@ if [ "$1" = 1 ]; then
     vm-marker rc-create $?
     khoctl luo preserve vm1 7 /tmp/vm1.bin > /dev/null 2>&1
     vm-marker rc-preserve $?
+    head -c 1M /dev/urandom > /tmp/vm2.bin
+    khoctl luo create vm2 > /dev/null 2>&1 && khoctl luo preserve vm2 1 /tmp/vm2.bin > /dev/null 2>&1
+    vm-marker rc-vm2 $?
     pid=$(systemctl show -P MainPID khod)
     systemctl restart khod
     vm-marker restarted "$pid $(systemctl show -P MainPID khod) $(systemctl show -P NFileDescriptorStore khod)"
@@ -51,9 +59,13 @@ vm-marker rc-retrieve $?
 vm-marker sha-2 "$(sha256sum < /tmp/vm1.out | cut -d' ' -f1)"
 khoctl luo finish vm1 > /dev/null 2>&1
 vm-marker rc-finish $?
+wait_until 90 sh -c '! khoctl --json luo status | grep -q "\"vm2\""'
+vm-marker vm2-released $?
+journalctl -b -o json --no-pager MESSAGE_ID=@RELEASED@ > /tmp/released.json 2>&1
+vm-put /tmp/released.json released.json
 journalctl -b -1 -o short-monotonic --no-pager -u khod > /tmp/khod-1.txt
 vm-put /tmp/khod-1.txt khod-journal-1.txt
-'''.replace("@TARGET@", TARGET)
+'''.replace("@TARGET@", TARGET).replace("@RELEASED@", SESSION_RELEASED)
 
 
 def sessions(doc, direction):
@@ -76,3 +88,10 @@ def check(result):
     expect_eq(result.marker("sha-2", boot=2).payload, result.marker("sha-1", boot=1).payload,
               "SHA-256 of the file after the live update")
     expect_eq(result.marker("rc-finish", boot=2).payload, "0", "khoctl luo finish")
+    expect_eq(result.marker("rc-vm2", boot=1).payload, "0", "vm2 created and preserved")
+    expect_eq(result.marker("vm2-released", boot=2).payload, "0", "vm2 let go after RetrieveTimeoutSec=")
+    entries = [json.loads(line) for line in result.text("released.json").splitlines() if line.startswith("{")]
+    expect_eq([e.get("KHOD_SESSION") for e in entries], ["vm2"], f"MESSAGE_ID={SESSION_RELEASED} entries")
+    for key, value in (("KHOD_UID", "0"), ("KHOD_FILES", "1"), ("KHOD_FILES_UNRETRIEVED", "1")):
+        expect_eq(entries[0].get(key), value, f"MESSAGE_ID={SESSION_RELEASED}: {key}")
+
