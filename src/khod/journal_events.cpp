@@ -44,7 +44,8 @@ JournalEvent live_update_restored_event(const std::string& release, bool kho_inc
                    " LUO session(s) held for their owners" +
                    (found.missing.empty() ? "" : ", " + std::to_string(found.missing.size()) + " lost");
     else
-        message += " through a KHO kexec; no khod manifest came (no LUO sessions were carried)";
+        message += " through a KHO kexec from " + or_unknown(found.previous_release) +
+                   "; no khod manifest came (no LUO sessions were carried)";
     return JournalEvent{message_id::live_update_restored,
                         LOG_NOTICE,
                         std::move(message),

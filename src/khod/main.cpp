@@ -34,6 +34,7 @@
 #include "khod-config.h"
 #include "khod/base/sysroot.hpp"
 #include "khod/kho/handover_checks.hpp"
+#include "khod/kho/kho_records.hpp"
 #include "khod/khod_config.hpp"
 #include "khod/luo/luo_sessions.hpp"
 #include "khod/status.hpp"
@@ -100,11 +101,20 @@ void log_luo_recovery(const khod::LuoRecovery& found, bool have_fd_store) {
                   "sessions it holds");
 }
 
+// The release a KHO kexec came from, by the kernel's own kexec-metadata record
+// in kho/in: what the restored entry names when no khod manifest came.
+std::string kho_previous_release(const khod::Sysroot& root) {
+    auto blob = khod::read_file(root.debugfs("kho/in/sub_fdts/kexec-metadata"));
+    if (!blob) return {};
+    auto metadata = khod::decode_kexec_metadata(*blob, "kho/in/sub_fdts/kexec-metadata");
+    return metadata ? metadata->previous_release : std::string();
+}
+
 // The first khod of a boot that came through a live update says so once:
 // a restart in the same boot finds its marker in the runtime directory
 // (which systemd keeps across restarts and a reboot empties).
 // Returns whether this is that first khod.
-bool announce_restored(const std::string& runtime_dir, const khod::Status& status,
+bool announce_restored(const khod::Sysroot& root, const std::string& runtime_dir, const khod::Status& status,
                        const khod::LuoRecovery& found) {
     if (!status.kho.incoming && !found.manifest_found) return false;
     const std::filesystem::path marker = std::filesystem::path(runtime_dir) / "live-update-restored";
@@ -112,8 +122,11 @@ bool announce_restored(const std::string& runtime_dir, const khod::Status& statu
     if (std::filesystem::exists(marker, ec)) return false;
     std::filesystem::create_directories(runtime_dir, ec);
     std::ofstream(marker) << "this boot's live update was announced in the journal\n";
+    khod::LuoRecovery described = found;
+    if (described.previous_release.empty() && status.kho.incoming)
+        described.previous_release = kho_previous_release(root);
     khod::log_event(
-        khod::live_update_restored_event(status.release.value.value_or(""), status.kho.incoming, found));
+        khod::live_update_restored_event(status.release.value.value_or(""), status.kho.incoming, described));
     return true;
 }
 
@@ -179,7 +192,7 @@ int run(const Options& options) {
     khod::LuoSessions sessions(*backends->luo, fd_store, status.release.value.value_or(""));
     const khod::LuoRecovery found = sessions.restore(khod::take_stored_fds());
     log_luo_recovery(found, fd_store.available());
-    const bool first_after_live_update = announce_restored(runtime_dir, status, found);
+    const bool first_after_live_update = announce_restored(root, runtime_dir, status, found);
     const khod::KhodConfig config = khod_config(root);
     // Before the objects it reads, so it outlives their listeners.
     std::optional<khod::MetricsFile> metrics;

@@ -338,6 +338,10 @@ class AfterALiveUpdate(KdumpBusTest):
         self.assertEqual(self.khod.read("sys/kernel/kexec_crash_loaded").strip(), "1")
         log = self.khod.log.read_text()
         self.assertIn(f"crash kernel {KERNEL} loaded after the live update", log)
+        # The restored entry names the release the kexec came from, by the
+        # kernel's kexec-metadata record, though no khod manifest came.
+        self.assertIn("through a KHO kexec from 7.2.13;", log)
+        self.assertIn("KHOD_PREVIOUS_RELEASE=7.2.13", log)
 
     def test_a_restart_in_the_same_boot_does_not_load_again(self):
         rc, doc = self.ctl("unload")

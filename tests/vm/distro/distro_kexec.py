@@ -75,7 +75,7 @@ def line_index(lines: list[str], pattern: str, what: str) -> int:
 JOURNAL_EVENTS = [
     ("2f157184e7fa428f9dde14eed001c949", 1, {"KHOD_KERNEL": TARGET, "KHOD_RELEASE": None}),
     ("347a8cd146c64b9ea154f181e87ce3df", 1, {"KHOD_KERNEL": TARGET, "KHOD_SESSIONS": "0"}),
-    ("6ee3bb4281e94fc5b995fb50b7a4403c", 2, {"KHOD_PREVIOUS_RELEASE": None, "KHOD_KHO_INCOMING": None}),
+    ("6ee3bb4281e94fc5b995fb50b7a4403c", 2, {"KHOD_PREVIOUS_RELEASE": "7.2.13", "KHOD_KHO_INCOMING": "yes"}),
     ("268d8271cba3467e89970473332c6a27", 2, {"KHOD_KERNEL": TARGET, "KHOD_RELOAD_REASON": "live update"}),
 ]
 
