@@ -23,11 +23,16 @@ def run_arguments(argv: list[str]) -> argparse.Namespace:
                          "(default: $KHOD_BUILDDIR or <repo>/build)")
     ap.add_argument("--kernel", type=Path, default=None,
                     help="bzImage (default: $KHOD_VM_KERNEL or <repo>/../shared/vm/bzImage)")
-    ap.add_argument("--keep", action="store_true", help="keep the work dir (console logs, initrds, files)")
+    add_run_options(ap)
+    return ap.parse_args(argv)
+
+
+def add_run_options(ap: argparse.ArgumentParser):
+    """What work_root() and conclude() read, shared by vmtest.py and distrotest.py."""
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (console logs, disks, files)")
     ap.add_argument("--workdir", type=Path, default=None, help="where to put work files (implies --keep)")
     ap.add_argument("--json-summary", type=Path, default=None, help="write a JSON summary here")
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: all")
-    return ap.parse_args(argv)
 
 
 def run_one(name: str, args: argparse.Namespace, root: Path) -> Outcome:

@@ -30,7 +30,7 @@ from .kernel import require_kernel
 from .report import describe_error, join_details, log
 from .results import expect, generic_checks
 from .runner import Outcome, Scenario, boot_and_collect, discover_scenarios, load_scenario, scenario_name
-from .cli import conclude, report_outcome, work_root
+from .cli import add_run_options, conclude, report_outcome, work_root
 
 DISTRO_DIR = HERE / "distro"
 SHARED_KERNELS = {"7.2": REPO.parent / "shared/vm/bzImage", "7.3": REPO.parent / "shared/vm/7.3/bzImage"}
@@ -148,10 +148,7 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="distrotest.py", description="Run khod's Debian guest scenarios.")
     ap.add_argument("--deb", type=Path, default=None,
                     help="khod .deb to install (default: build one with tools/package)")
-    ap.add_argument("--keep", action="store_true", help="keep the work dir")
-    ap.add_argument("--workdir", type=Path, default=None, help="where to put work files (implies --keep)")
-    ap.add_argument("--json-summary", type=Path, default=None, help="write a JSON summary here")
-    ap.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: all; 'list' lists them")
+    add_run_options(ap)  # SCENARIO "list" lists them
     return ap.parse_args(argv)
 
 
