@@ -26,5 +26,6 @@ void add_check_commands(CLI::App& app, const GlobalOptions& global, Runner& sele
 void add_kdump_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 void add_luo_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 void add_metrics_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
+void add_elfcorehdr_commands(CLI::App& app, const GlobalOptions& global, Runner& selected);
 
 }  // namespace khoctl

@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
     khoctl::add_kdump_commands(app, global, selected);
     khoctl::add_luo_commands(app, global, selected);
     khoctl::add_metrics_commands(app, global, selected);
+    khoctl::add_elfcorehdr_commands(app, global, selected);
 
     // The build writes the shell completion from this very table (completion.hpp).
     if (argc == 3 && argv[1] == khoctl::generate_completion_flag)

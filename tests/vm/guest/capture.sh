@@ -81,8 +81,29 @@ copy() {
     fi
 }
 
+# copy_elf_head P: only the ELF header and program headers of P, for files
+# that are GiBs or TiBs past them (/proc/kcore); the bytes are the kernel's.
+copy_elf_head() {
+    local src=$1 dst=$STAGE$1 phoff phentsize phnum len
+    if [ "$(od -An -t x1 -N 5 "$src" 2>/dev/null | tr -d ' ')" != 7f454c4602 ]; then
+        unreadable "$src" "not readable as an ELF64 file (elfhead:)"
+        return
+    fi
+    phoff=$(od -An -t u8 -j 32 -N 8 "$src" | tr -d ' ')
+    set -- $(od -An -t u2 -j 54 -N 4 "$src")
+    phentsize=$1 phnum=$2
+    len=$((phoff + phentsize * phnum))
+    [ $len -lt 64 ] && len=64
+    mkdir -p "$(dirname "$dst")"
+    if ! head -c $len "$src" > "$dst"; then
+        rm -f "$dst"
+        unreadable "$src" "head -c $len failed"
+    fi
+}
+
 while IFS= read -r line <&3 || [ -n "$line" ]; do
     case $line in ''|'#'*) continue ;; esac
+    case $line in elfhead:*) copy_elf_head "${line#elfhead:}"; continue ;; esac
     found=0
     for p in $line; do          # globs expand here
         if [ -e "$p" ] || [ -L "$p" ]; then

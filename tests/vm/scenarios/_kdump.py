@@ -17,6 +17,13 @@ blocks' physical ranges, and panics (echo c > /proc/sysrq-trigger).
 Stage "crash" is the capture kernel (same bzImage and initramfs, command
 line with khod.stage=crash): it sends the head of /proc/vmcore, whose ELF
 program headers the host parses, and the file's size.
+
+With elfcorehdr=True (kdump-inplace), stage 1 also builds khod's own
+elfcorehdr just before the panic (`khoctl elfcorehdr build`, read back with
+`khoctl --json elfcorehdr show`), and the capture kernel, whose initrd then
+carries khoctl and its libraries, reads /proc/vmcore with `khoctl --json
+elfcorehdr show`: check_elfcorehdr() compares khod's header with the one
+the kernel built and kept current through the storm.
 """
 
 import struct
@@ -51,6 +58,8 @@ cpu_storm() {
 GUEST_SCRIPT = CPU_STORM + r'''
 [ -f /etc/khod-vm/guest-khod.sh ] && . /etc/khod-vm/guest-khod.sh  # not in the capture initrd
 CRASH_APPEND="@CRASH_APPEND@"
+ELFCOREHDR="@ELFCOREHDR@"
+MAKEDUMPFILE="@MAKEDUMPFILE@"
 CRASH_INITRD=/tmp/capture.gz
 M=/sys/devices/system/memory
 
@@ -74,6 +83,23 @@ mk_capture_initrd() {
     cp /bin/busybox /tmp/ci/bin/ && ln -s busybox /tmp/ci/bin/sh
     cp /init /scenario.sh /tmp/ci/ && cp /usr/bin/vm-put /usr/bin/vm-marker /tmp/ci/usr/bin/
     cp /etc/passwd /etc/group /tmp/ci/etc/
+    if [ -n "$ELFCOREHDR" ]; then
+        # khoctl (the harness stripped its debug info when it made the
+        # initramfs), makedumpfile where asked, and the libraries the
+        # dynamic loader names for them.
+        progs=/usr/bin/khoctl
+        [ -n "$MAKEDUMPFILE" ] && progs="$progs /usr/bin/makedumpfile"
+        ld=/lib64/ld-linux-x86-64.so.2
+        for prog in $progs; do
+            cp $prog /tmp/ci/usr/bin/ || return 1
+            for lib in $ld $($ld --list $prog | sed -n 's|.* => \(/[^ ]*\) .*|\1|p'); do
+                mkdir -p /tmp/ci${lib%/*} && cp $lib /tmp/ci$lib || return 1
+            done
+        done
+        # Uncompressed: gzip of these 11 MiB takes seconds under TCG.
+        (cd /tmp/ci && find . | cpio -o -H newc 2>/dev/null) > $CRASH_INITRD
+        return
+    fi
     (cd /tmp/ci && find . | cpio -o -H newc 2>/dev/null | gzip) > $CRASH_INITRD
 }
 
@@ -113,6 +139,12 @@ if [ "$1" = 1 ]; then
     vm-put /tmp/status.json status.json
     vm-marker crash-loaded "$(cat /sys/kernel/kexec_crash_loaded) $(cat $M/crash_hotplug)"
     cat /tmp/khod.log
+    if [ -n "$ELFCOREHDR" ]; then
+        khoctl elfcorehdr build -o /tmp/ech && khoctl --json elfcorehdr show /tmp/ech > /tmp/ech.json 2>&1
+        vm-marker rc-ech $?
+        vm-put /tmp/ech.json ech.json
+        vm-marker cpus "$(cat /sys/devices/system/cpu/possible) $(cat /sys/devices/system/cpu/online)"
+    fi
     vm-marker panic
     echo c > /proc/sysrq-trigger
     sleep 30
@@ -124,6 +156,22 @@ if [ "$1" = crash ]; then
     dd if=/proc/vmcore of=/tmp/vmcore-head bs=4096 count=16 2>/dev/null || exit 1
     vm-put /tmp/vmcore-head vmcore-head.bin
     vm-marker vmcore-size "$(stat -c %s /proc/vmcore)"
+    if [ -n "$ELFCOREHDR" ]; then
+        khoctl --json elfcorehdr show /proc/vmcore > /tmp/vmcore.json 2>&1
+        vm-marker rc-vmcore-show $?
+        vm-put /tmp/vmcore.json vmcore.json
+    fi
+    if [ -n "$MAKEDUMPFILE" ]; then
+        # What kdump-tools runs in the capture kernel: every page that is not
+        # zero, cache, user data or free left out, lzo compressed.
+        makedumpfile -l -d 31 /proc/vmcore /tmp/dump > /tmp/makedumpfile.log 2>&1
+        vm-marker rc-makedumpfile $?
+        cat /tmp/makedumpfile.log
+        vm-put /tmp/makedumpfile.log makedumpfile.log
+        head -c 4096 /tmp/dump > /tmp/dump-head 2>/dev/null
+        vm-put /tmp/dump-head dump-head.bin
+        vm-marker dump-size "$(stat -c %s /tmp/dump 2>/dev/null || echo 0)"
+    fi
     exit 0
 fi
 exit 1
@@ -132,8 +180,13 @@ exit 1
 STATE = {}
 
 
-def guest_script(load_crash_kernel: str, after_storm: str = "") -> str:
+def guest_script(load_crash_kernel: str, after_storm: str = "", elfcorehdr: bool = False,
+                 makedumpfile: bool = False) -> str:
+    """makedumpfile (with elfcorehdr): the capture kernel also writes a dump
+    with Debian's makedumpfile (HOST_BINARIES must bring it)."""
     return (GUEST_SCRIPT.replace("@CRASH_APPEND@", CRASH_APPEND)
+            .replace("@ELFCOREHDR@", "1" if elfcorehdr else "")
+            .replace("@MAKEDUMPFILE@", "1" if makedumpfile else "")
             .replace("@CPU_CYCLES@", str(CPU_CYCLES))
             .replace("@LOAD_CRASH_KERNEL@", load_crash_kernel)
             .replace("@AFTER_STORM@", after_storm))
@@ -205,3 +258,51 @@ def check_common(result, event_source: str = "kernel", min_events: int = 2 * CPU
     vmcore_size = int(result.marker("vmcore-size").payload)
     expect(vmcore_size > 1 << 30, f"/proc/vmcore is {vmcore_size} bytes: the 1 GiB DIMM is not in it")
     return kd
+
+
+def cpulist_count(text: str) -> int:
+    """CPUs in a kernel cpulist such as "0-1,3"."""
+    n = 0
+    for part in text.strip().split(","):
+        a, _, b = part.partition("-")
+        n += int(b or a) - int(a) + 1
+    return n
+
+
+def check_elfcorehdr(result):
+    """khod's elfcorehdr, built just before the panic, against the kernel's
+    own (kexec_file_load's, kept current in place through the storm) as the
+    capture kernel's /proc/vmcore shows it."""
+    expect_eq(result.marker("rc-ech", boot=1).payload, "0", "khoctl elfcorehdr build && show")
+    expect_eq(result.marker("rc-vmcore-show").payload, "0", "khoctl elfcorehdr show /proc/vmcore")
+    ours, kernel = result.json("ech.json"), result.json("vmcore.json")
+    expect_eq(dig(ours, "form"), "elfcorehdr", "form of khod's header")
+    expect_eq(dig(kernel, "form"), "dump", "form of /proc/vmcore")
+    possible, online = (cpulist_count(w) for w in result.marker("cpus", boot=1).payload.split())
+    expect_eq(len(dig(ours, "cpus")), possible, "khod's CPU notes (one per possible CPU)")
+    saved = [n for n in dig(kernel, "notes") if n["type"] == "NT_PRSTATUS"]
+    expect_eq(len(saved), online, "NT_PRSTATUS notes in /proc/vmcore (one per CPU online at the crash)")
+    expect_eq(len(dig(kernel, "cpus")), online, "CPUs khoctl lists for /proc/vmcore")
+    expect_eq(dig(kernel, "vmcoreinfo.fields.OSRELEASE"), result.kernel_release, "VMCOREINFO OSRELEASE")
+
+    def ranges(doc):
+        return [(r["start"], r["end"]) for r in dig(doc, "ranges")]
+    expect_eq(ranges(ours), ranges(kernel), "RAM ranges: khod's elfcorehdr against the kernel's")
+    addr, size = STATE["dimm"]
+    expect(covered([(a, e - a) for a, e in ranges(ours)], addr, size),
+           f"the hot-added DIMM [{addr:#x}, {addr + size:#x}) is not in khod's RAM ranges: {ranges(ours)}")
+    text = dig(ours, "kernel_text")
+    expect(text is not None, "khod's elfcorehdr has no kernel text PT_LOAD")
+    expect_eq(text, dig(kernel, "kernel_text"), "kernel text (vaddr, paddr, size)")
+    expect_eq(dig(ours, "page_offset"), dig(kernel, "page_offset"), "direct map base")
+
+
+def check_makedumpfile(result):
+    """makedumpfile -l -d 31 read /proc/vmcore and wrote a dump: its kdump
+    (diskdump) header and a size in the MiB, not an empty or partial file."""
+    log = result.text("makedumpfile.log")
+    expect_eq(result.marker("rc-makedumpfile").payload, "0", f"makedumpfile -l -d 31 /proc/vmcore: {log}")
+    head = result.file("dump-head.bin")
+    expect(head[:8] == b"KDUMP   ", f"the dump does not start with the kdump signature: {head[:16]!r}")
+    size = int(result.marker("dump-size").payload)
+    expect(size > 1 << 20, f"the dump is {size} bytes")

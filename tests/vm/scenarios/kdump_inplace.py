@@ -7,6 +7,12 @@ offline/online, not QEMU CPU hot-add, which this kernel cannot use), a 1 GiB
 DIMM hot-added through QMP, its blocks offlined and onlined. khod must make
 no reload and the image must stay loaded. Then a panic: the capture kernel
 boots and its /proc/vmcore program headers cover the hot-added DIMM.
+Just before the panic khod builds its own elfcorehdr (`khoctl elfcorehdr
+build`), and the capture kernel reads /proc/vmcore with `khoctl elfcorehdr
+show`: the kernel's header (kexec_file_load's, updated in place through the
+storm) and khod's must have the same RAM ranges, the DIMM's among them, and
+the same kernel text; khod's a note per possible CPU, /proc/vmcore an
+NT_PRSTATUS per CPU online at the crash and the kernel's OSRELEASE.
 """
 
 from scenarios import _kdump
@@ -22,7 +28,7 @@ GUEST_SCRIPT = _kdump.guest_script(r'''
         > /tmp/load.json 2>&1
     vm-marker rc-load $?
     vm-put /tmp/load.json load.json
-''')
+''', elfcorehdr=True)
 
 
 def check(result):
@@ -35,3 +41,4 @@ def check(result):
     expect_eq(dig(kd, "Reloads"), 0, "khod's reloads during the storm")
     expect_eq(dig(kd, "UnloadedWindows"), [], "windows without a crash kernel")
     expect_eq(dig(kd, "UnloadedWindowUsecTotal"), 0, "time without a crash kernel")
+    _kdump.check_elfcorehdr(result)
