@@ -111,6 +111,17 @@ int on_entry(void* user, const char* section, const char* key, const char* value
             k.import = RecipeImport::none;
         else
             return bad("expected auto, kdump-tools, kdumpctl or no");
+    } else if (name == "Loader") {
+        const auto loader = parse_crash_loader(lower(val));
+        if (!loader) return bad("expected file, native or auto");
+        k.loader = *loader;
+    } else if (name == "Purgatory") {
+        if (val.empty() || val.front() != '/') return bad("needs an absolute path");
+        k.native.purgatory = val;
+    } else if (name == "ElfcorehdrMaxCpus" || name == "ElfcorehdrMaxRanges") {
+        auto n = parse_u64(val, name);
+        if (!n || *n == 0 || *n > 65536) return bad("expected a number from 1 to 65536");
+        (name == "ElfcorehdrMaxCpus" ? k.native.max_cpus : k.native.max_ranges) = static_cast<unsigned>(*n);
     } else if (name == "Kernel") {
         if (!val.empty() && val.front() != '/') return bad("needs an absolute path");
         k.kernel = val;
@@ -146,7 +157,7 @@ const char* to_string(RecipeImport v) {
 
 std::optional<CrashRecipe> KdumpConfig::recipe() const {
     if (kernel.empty()) return std::nullopt;
-    return CrashRecipe{kernel, initrd, cmdline, recipe_file};
+    return CrashRecipe{kernel, initrd, cmdline, recipe_file, loader};
 }
 
 Result<Usec> parse_duration(std::string_view text, const std::string& what) {
@@ -234,15 +245,25 @@ Result<KhodConfig> load_khod_config(const Sysroot& root) {
     return config;
 }
 
-Result<std::optional<CrashRecipe>> resolve_recipe(const Sysroot& root, const KdumpConfig& config) {
-    if (auto r = config.recipe()) return r;
-    const RecipeImport how = config.import;
+namespace {
+
+Result<std::optional<CrashRecipe>> imported_recipe(const Sysroot& root, RecipeImport how) {
     if (how == RecipeImport::automatic || how == RecipeImport::kdump_tools) {
         auto r = import_kdump_tools(root);
         if (!r || *r || how == RecipeImport::kdump_tools) return r;
     }
     if (how == RecipeImport::automatic || how == RecipeImport::kdumpctl) return import_kdumpctl(root);
     return std::optional<CrashRecipe>{};
+}
+
+}  // namespace
+
+Result<std::optional<CrashRecipe>> resolve_recipe(const Sysroot& root, const KdumpConfig& config) {
+    if (auto r = config.recipe()) return r;
+    auto r = imported_recipe(root, config.import);
+    // Loader= is khod's choice, whatever file named the kernel.
+    if (r && *r) (*r)->loader = config.loader;
+    return r;
 }
 
 }  // namespace khod

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "khod-config.h"
 #include "khod/base/result.hpp"
 #include "khod/base/sysroot.hpp"
 #include "khod/kdump/kdump_coalescer.hpp"
@@ -19,6 +20,14 @@ namespace khod {
 enum class RecipeImport { automatic, kdump_tools, kdumpctl, none };
 const char* to_string(RecipeImport v);
 
+// khod's own kexec_load loader (lib/khod/crash/native_loader.hpp).
+struct NativeLoaderConfig {
+    std::string purgatory = KHOD_PURGATORY_PATH;  // [Kdump] Purgatory=
+    // The elfcorehdr's room where the kernel gives no crash_elfcorehdr_size.
+    unsigned max_cpus = 8192;    // [Kdump] ElfcorehdrMaxCpus=
+    unsigned max_ranges = 8192;  // [Kdump] ElfcorehdrMaxRanges=
+};
+
 struct KdumpConfig {
     bool watch_hotplug = true;                      // [Kdump] WatchHotplug=
     Usec settle = 1 * usec_per_sec;                 // [Kdump] SettleSec=
@@ -27,6 +36,8 @@ struct KdumpConfig {
     RecipeImport import = RecipeImport::automatic;  // [Kdump] Import=
     // [Kdump] Kernel=, Initrd=, CommandLine=, and the file that set Kernel=.
     std::string kernel, initrd, cmdline, recipe_file;
+    CrashLoader loader = CrashLoader::file;  // [Kdump] Loader=, for every recipe
+    NativeLoaderConfig native;
 
     // The recipe these give; nullopt without Kernel=.
     std::optional<CrashRecipe> recipe() const;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 namespace khod1 {
 
@@ -49,6 +50,20 @@ inline constexpr std::uint64_t prepare_keep_cmdline = 1u << 1;   // no kho=on / 
 inline constexpr std::uint64_t exec_force = 1u << 0;  // reboot(2) directly, even when systemd is PID 1
 inline constexpr std::uint64_t exec_drop_sessions = 1u
                                                     << 1;  // go on although held LUO sessions would be lost
-// Kdump.Load defines no flags: it refuses any but 0.
+// Kdump.Load flags: at most one loader; none means khod.conf's Loader=.
+inline constexpr std::uint64_t load_loader_file = 1u << 0;    // kexec_file_load
+inline constexpr std::uint64_t load_loader_native = 1u << 1;  // khod's own kexec_load image
+inline constexpr std::uint64_t load_loader_auto = 1u << 2;    // file, then native where refused
+enum class KdumpLoader { configured, file, native, automatic };
+// nullopt for unknown bits or more than one loader.
+inline std::optional<KdumpLoader> kdump_loader_from_flags(std::uint64_t flags) {
+    switch (flags) {
+        case 0: return KdumpLoader::configured;
+        case load_loader_file: return KdumpLoader::file;
+        case load_loader_native: return KdumpLoader::native;
+        case load_loader_auto: return KdumpLoader::automatic;
+        default: return std::nullopt;
+    }
+}
 
 }  // namespace khod1

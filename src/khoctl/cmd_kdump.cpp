@@ -74,6 +74,7 @@ void print_kdump(const nlohmann::json& p) {
         std::cout << "  initrd:        "
                   << (r[1].get<std::string>().empty() ? "(none)" : r[1].get<std::string>()) << '\n';
         std::cout << "  cmdline:       " << r[2].get<std::string>() << '\n';
+        if (p.contains("Loader")) std::cout << "  loader:        " << p["Loader"].get<std::string>() << '\n';
     } else {
         std::cout << "recipe:          none (set Kernel= in khod.conf or run khoctl kdump load)\n";
     }
@@ -146,19 +147,28 @@ void add_kdump_commands(CLI::App& app, const GlobalOptions& global, Runner& sele
         ->callback([&global, &selected] { selected = [&global] { return status(global); }; });
 
     struct LoadOptions {
-        std::string kernel, initrd, append;
+        std::string kernel, initrd, append, loader;
     };
     auto o = std::make_shared<LoadOptions>();
     CLI::App* load = kdump->add_subcommand(
-        "load", "Load a crash kernel with kexec_file_load(ON_CRASH) and reload with it from now on");
+        "load", "Load a crash kernel (kexec_file_load, or khod's kexec_load image) and reload with it from now on");
     load->add_option("--kernel", o->kernel, "Crash kernel bzImage")->required()->type_name("FILE");
     load->add_option("--initrd", o->initrd, "Its initrd")->type_name("FILE");
     load->add_option("--append", o->append, "Its command line")->type_name("CMDLINE");
+    load->add_option("--loader", o->loader,
+                     "file: kexec_file_load; native: khod's kexec_load image; auto: file, native where "
+                     "refused (default: khod.conf's Loader=)")
+        ->check(CLI::IsMember({"file", "native", "auto"}))
+        ->type_name("LOADER");
     load->callback([&global, &selected, o] {
         selected = [&global, o] {
             std::string kernel = absolute_path(o->kernel), initrd = absolute_path(o->initrd);
+            const std::uint64_t flags = o->loader == "file"     ? khod1::load_loader_file
+                                        : o->loader == "native" ? khod1::load_loader_native
+                                        : o->loader == "auto"   ? khod1::load_loader_auto
+                                                                : 0;
             return khoctl::call_and_show(kdump_view, global.json, "Load", "loaded", "ssst", kernel.c_str(),
-                                         initrd.c_str(), o->append.c_str(), std::uint64_t{0});
+                                         initrd.c_str(), o->append.c_str(), flags);
         };
     });
     kdump->add_subcommand("unload", "Unload the crash kernel; khod stops keeping one loaded")

@@ -9,6 +9,7 @@
 #include "khod/base/sysroot.hpp"
 #include "khod/kdump/kdump.hpp"
 #include "khod/kho/handover.hpp"
+#include "khod/khod_config.hpp"
 #include "khod/luo/luo_kernel.hpp"
 
 namespace khod {
@@ -23,7 +24,8 @@ struct Backends {
 bool have_test_backends();
 
 // fake: the fixture-tree backends; refused on the live system and in builds
-// without them. Loads and unloads release the state lock (job_queue.hpp).
-Result<Backends> make_backends(const Sysroot& root, bool fake);
+// without them. native: how the real kdump backend runs khod's kexec_load loader. Loads and unloads release the state lock (job_queue.hpp).
+// kcore_fd: /proc/kcore opened for khod, or -1 (kept open by the caller).
+Result<Backends> make_backends(const Sysroot& root, bool fake, const NativeLoaderConfig& native, int kcore_fd);
 
 }  // namespace khod

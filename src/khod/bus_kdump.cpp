@@ -71,6 +71,10 @@ struct KdumpObject::Properties {
                                      bus_string(shown.initrd).c_str(), bus_string(shown.cmdline).c_str(),
                                      bus_string(shown.source).c_str());
     }
+    static int loader(const KdumpObject& o, sd_bus_message* m) {
+        const auto& r = o.kdump_->recipe();
+        return sd_bus_message_append(m, "s", r ? to_string(r->loader) : "");
+    }
     static int last_error(const KdumpObject& o, sd_bus_message* m) {
         return sd_bus_message_append(m, "s", bus_string(o.kdump_->last_error()).c_str());
     }
@@ -103,6 +107,8 @@ const sd_bus_vtable KdumpObject::vtable_[] = {
                     SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_PROPERTY("Recipe", "(ssss)", Properties::get<Properties::recipe>, 0,
                     SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+    SD_BUS_PROPERTY("Loader", "s", Properties::get<Properties::loader>, 0,
+                    SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_PROPERTY("LastError", "s", Properties::get<Properties::last_error>, 0,
                     SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
     SD_BUS_METHOD_WITH_ARGS("Load", SD_BUS_ARGS("s", kernel, "s", initrd, "s", cmdline, "t", flags),
@@ -117,11 +123,12 @@ const sd_bus_vtable KdumpObject::vtable_[] = {
     SD_BUS_VTABLE_END,
 };
 
-KdumpObject::KdumpObject(sd_bus* bus, Kdump* kdump, std::string event_source,
+KdumpObject::KdumpObject(sd_bus* bus, Kdump* kdump, std::string event_source, CrashLoader default_loader,
                          std::function<void()> after_call, PolkitAuthorizer* authorizer, JobQueue* jobs)
     : bus_(bus),
       kdump_(kdump),
       event_source_(std::move(event_source)),
+      default_loader_(default_loader),
       after_call_(std::move(after_call)),
       authorizer_(authorizer),
       jobs_(jobs) {}
@@ -173,11 +180,18 @@ int KdumpObject::method_load(sd_bus_message* m, void* userdata, sd_bus_error* er
     std::uint64_t flags = 0;
     int r = sd_bus_message_read(m, "ssst", &kernel, &initrd, &cmdline, &flags);
     if (r < 0) return r;
-    if (flags != 0)
+    auto loader = khod1::kdump_loader_from_flags(flags);
+    if (!loader)
         return reply_failure(m, error,
-                             {Errc::invalid_argument, plain_error("", "Load: unknown flags " + hex(flags) +
-                                                                          " (none are defined; pass 0)")});
-    CrashRecipe recipe{kernel, initrd, cmdline, "khoctl kdump load"};
+                             {Errc::invalid_argument,
+                              plain_error("", "Load: flags " + hex(flags) +
+                                                  ": pass 0, or exactly one of LOADER_FILE (0x1), LOADER_NATIVE "
+                                                  "(0x2), LOADER_AUTO (0x4)")});
+    CrashRecipe recipe{kernel, initrd, cmdline, "khoctl kdump load",
+                       *loader == khod1::KdumpLoader::configured ? self->default_loader_
+                       : *loader == khod1::KdumpLoader::file     ? CrashLoader::file
+                       : *loader == khod1::KdumpLoader::native   ? CrashLoader::native
+                                                                 : CrashLoader::automatic};
     return self->run(m, error, [self, recipe] { return self->kdump_->load(recipe); });
 }
 

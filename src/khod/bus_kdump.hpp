@@ -19,8 +19,9 @@ public:
     // kdump may be null only for --bus-introspect, where no member is called.
     // after_call runs after every method (khod re-arms its timer there).
     // jobs runs Load, Unload and Reload in turn, off the loop.
-    KdumpObject(sd_bus* bus, Kdump* kdump, std::string event_source, std::function<void()> after_call,
-                PolkitAuthorizer* authorizer, JobQueue* jobs);
+    // default_loader: what Load uses when its flags name no loader (khod.conf Loader=).
+    KdumpObject(sd_bus* bus, Kdump* kdump, std::string event_source, CrashLoader default_loader,
+                std::function<void()> after_call, PolkitAuthorizer* authorizer, JobQueue* jobs);
     KdumpObject(const KdumpObject&) = delete;
     KdumpObject& operator=(const KdumpObject&) = delete;
 
@@ -46,6 +47,7 @@ private:
     sd_bus* bus_;
     Kdump* kdump_;
     std::string event_source_;
+    CrashLoader default_loader_;
     std::function<void()> after_call_;
     PolkitAuthorizer* authorizer_;
     JobQueue* jobs_;

@@ -47,4 +47,14 @@ std::vector<std::pair<std::string, UniqueFd>> take_stored_fds() {
     return fds;
 }
 
+UniqueFd take_named_fd(std::vector<std::pair<std::string, UniqueFd>>& fds, const std::string& name) {
+    for (auto it = fds.begin(); it != fds.end(); ++it) {
+        if (it->first != name) continue;
+        UniqueFd fd = std::move(it->second);
+        fds.erase(it);
+        return fd;
+    }
+    return UniqueFd();
+}
+
 }  // namespace khod

@@ -24,4 +24,8 @@ public:
 // the LISTEN_* variables so no child inherits them.
 std::vector<std::pair<std::string, UniqueFd>> take_stored_fds();
 
+// The fd named `name` among them, taken out (invalid when there is none):
+// khod.service's OpenFile= fds are passed the same way as the fd store's.
+UniqueFd take_named_fd(std::vector<std::pair<std::string, UniqueFd>>& fds, const std::string& name);
+
 }  // namespace khod

@@ -46,7 +46,7 @@ Result<std::string> introspect_exported_objects() {
     if (int r = handover.attach(); r < 0) return errno_error(-r, "", "adding the Handover vtable");
     ScratchObject scratch(server->get(), nullptr);
     if (int r = scratch.attach(); r < 0) return errno_error(-r, "", "adding the Scratch vtable");
-    KdumpObject kdump(server->get(), nullptr, "none", nullptr, nullptr, nullptr);
+    KdumpObject kdump(server->get(), nullptr, "none", CrashLoader::file, nullptr, nullptr, nullptr);
     if (int r = kdump.attach(); r < 0) return errno_error(-r, "", "adding the Kdump vtable");
     LiveUpdateObject liveupdate(server->get(), nullptr, nullptr, nullptr, nullptr, LiveUpdateConfig{},
                                 nullptr);

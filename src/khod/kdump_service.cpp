@@ -33,6 +33,7 @@ int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authoriz
     std::optional<CrashRecipe> recipe;
     std::string recipe_error;
     bool watch = true;
+    CrashLoader loader = CrashLoader::file;
     auto config = load_khod_config(root_);
     if (!config) {
         // A broken config must not take the Handover side down with it.
@@ -44,6 +45,7 @@ int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authoriz
         settings.max_delay = config->kdump.max_delay;
         settings.load_grace = config->kdump.load_grace;
         watch = config->kdump.watch_hotplug;
+        loader = config->kdump.loader;
         auto r = resolve_recipe(root_, config->kdump);
         if (!r) {
             log(LOG_WARNING, "kdump: no crash kernel recipe: %s", r.error().describe().c_str());
@@ -67,7 +69,7 @@ int KdumpService::start(sd_bus* bus, sd_event* event, PolkitAuthorizer* authoriz
     const std::string source_name = source_ ? source_->name() : "none";
 
     object_ = std::make_unique<KdumpObject>(
-        bus, kdump_.get(), source_name, [this] { rearm(); }, authorizer, jobs_);
+        bus, kdump_.get(), source_name, loader, [this] { rearm(); }, authorizer, jobs_);
     kdump_->on_change([this](const std::vector<std::string>& changed) {
         jobs_->on_loop([this, changed] {
             object_->emit_changed(changed);

@@ -147,8 +147,8 @@ void start_metrics_file(std::optional<khod::MetricsFile>& metrics, const std::st
     metrics->update();
 }
 
-// khod.conf for the parts read here ([LiveUpdate], [Metrics]); the kdump
-// side reads and reports it on its own.
+// khod.conf for the parts read here ([LiveUpdate], [Metrics], the native
+// loader's settings); the kdump side reads and reports it on its own.
 khod::KhodConfig khod_config(const khod::Sysroot& root) {
     auto config = khod::load_khod_config(root);
     if (config) return *config;
@@ -161,7 +161,12 @@ int run(const Options& options) {
     // The loop thread's, but while it waits for events (job_queue.hpp).
     std::lock_guard<std::mutex> state(khod::state_lock());
     khod::Sysroot root(options.sysroot);
-    auto backends = khod::make_backends(root, options.fake_kexec);
+    const khod::KhodConfig config = khod_config(root);
+    auto stored = khod::take_stored_fds();
+    // /proc/kcore as systemd opened it (OpenFile=): the native crash loader's
+    // elfcorehdr needs its program headers, which the sandbox hides.
+    khod::UniqueFd kcore = khod::take_named_fd(stored, "kcore");
+    auto backends = khod::make_backends(root, options.fake_kexec, config.kdump.native, kcore.get());
     if (!backends) {
         std::cerr << "khod: " << backends.error().describe() << '\n';
         return 1;
@@ -190,10 +195,9 @@ int run(const Options& options) {
     const std::string runtime_dir = runtime_directory(options);
     khod::SystemdFdStore fd_store;
     khod::LuoSessions sessions(*backends->luo, fd_store, status.release.value.value_or(""));
-    const khod::LuoRecovery found = sessions.restore(khod::take_stored_fds());
+    const khod::LuoRecovery found = sessions.restore(std::move(stored));
     log_luo_recovery(found, fd_store.available());
     const bool first_after_live_update = announce_restored(root, runtime_dir, status, found);
-    const khod::KhodConfig config = khod_config(root);
     // Before the objects it reads, so it outlives their listeners.
     std::optional<khod::MetricsFile> metrics;
 

@@ -277,11 +277,25 @@ class LoadUnloadRollback(KdumpBusTest):
         self.assertIn("must be given as an absolute path", r.stderr)
 
     def test_unknown_load_flags_are_refused(self):
-        r = self.khod.busctl("call", "org.kexec.khod1", "/org/kexec/khod1", "org.kexec.khod1.Kdump", "Load",
-                             "ssst", str(KERNEL), "", "", "4")
-        self.assertNotEqual(r.returncode, 0)
-        self.assertIn("Load: unknown flags 0x4 (none are defined; pass 0)", r.stderr)
+        for flags in ("8", "3", "6"):  # an undefined bit; two loaders at once
+            r = self.khod.busctl("call", "org.kexec.khod1", "/org/kexec/khod1", "org.kexec.khod1.Kdump",
+                                 "Load", "ssst", str(KERNEL), "", "", flags)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn(f"Load: flags {int(flags):#x}: pass 0, or exactly one of LOADER_FILE", r.stderr)
         self.assertEqual(self.status()["UnloadedWindows"], [], "refused before anything was unloaded")
+
+    def test_loader_is_the_recipes_and_kept_for_reloads(self):
+        rc, doc = self.ctl("load", "--kernel", str(KERNEL), "--loader", "native")
+        self.assertEqual(rc, 0, doc)
+        self.assertEqual(doc["kdump"]["Loader"], "native")
+        rc, doc = self.ctl("reload")
+        self.assertEqual(rc, 0, doc)
+        self.assertEqual(doc["kdump"]["Loader"], "native", "a reload keeps the recipe's loader")
+        rc, doc = self.ctl("load", "--kernel", str(KERNEL))
+        self.assertEqual(rc, 0, doc)
+        self.assertEqual(doc["kdump"]["Loader"], "file", "no --loader: khod.conf's Loader= (default file)")
+        r = self.khod.khoctl("kdump", "load", "--kernel", str(KERNEL), "--loader", "kexec")
+        self.assertEqual(r.returncode, 2, "an unknown --loader is a usage error")
 
     def test_unload_and_reload(self):
         rc, doc = self.ctl("load", "--kernel", str(KERNEL))

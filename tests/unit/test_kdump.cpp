@@ -372,8 +372,40 @@ TEST(Kdump, AFailedReloadPutsTheLastGoodImageBack) {
     EXPECT_EQ(b.reports[1].kernel, b.recipe("boot/vmlinuz-new").kernel);
     EXPECT_TRUE(b.reports[1].rolled_back);
     EXPECT_EQ(b.reports[1].rollback_kernel, b.recipe().kernel);
+    EXPECT_NE(b.reports[1].error.find("rolled back"), std::string::npos) << b.reports[1].error;
     EXPECT_TRUE(b.reports[1].loaded_after);
     EXPECT_EQ(b.kdump->window_count(), 2u);
+}
+
+TEST(Kdump, AFailedNativeLoadRollsBackWithTheLoaderThatLoadedTheGoodImage) {
+    Bench b("kdump-7.2-file");
+    b.kdump->start(std::nullopt);
+    ASSERT_TRUE(b.kdump->load(b.recipe()));  // loaded with kexec_file_load
+    CrashRecipe native = b.recipe("boot/vmlinuz-new");
+    native.loader = CrashLoader::native;
+    bool first = true;
+    b.backend.during_load = [&] {
+        if (first)
+            b.backend.fail_after_free = EADDRNOTAVAIL;
+        else
+            b.backend.fail_after_free.reset();
+        first = false;
+    };
+    auto r = b.kdump->load(native);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().describe().find("rolled back"), std::string::npos) << r.error().describe();
+    ASSERT_EQ(b.backend.loads.size(), 3u);
+    EXPECT_EQ(b.backend.loads[1].loader, CrashLoader::native);
+    EXPECT_EQ(b.backend.loads[2].loader, CrashLoader::file) << "the good image comes back the way it was loaded";
+    EXPECT_EQ(b.kdump->recipe()->loader, CrashLoader::file);
+    EXPECT_TRUE(b.kdump->loaded());
+
+    // And the other way round: a native recipe is what reloads use from then on.
+    b.backend.during_load = nullptr;
+    native.kernel = b.recipe().kernel;
+    ASSERT_TRUE(b.kdump->load(native));
+    ASSERT_TRUE(b.kdump->reload());
+    EXPECT_EQ(b.backend.loads.back().loader, CrashLoader::native);
 }
 
 TEST(Kdump, WhenTheRollbackFailsTooKhodRetriesUntilACrashKernelIsBack) {
@@ -386,6 +418,7 @@ TEST(Kdump, WhenTheRollbackFailsTooKhodRetriesUntilACrashKernelIsBack) {
     EXPECT_FALSE(b.reports[0].ok);
     EXPECT_FALSE(b.reports[0].rolled_back) << "no earlier image of khod's to go back to";
     EXPECT_FALSE(b.reports[0].loaded_after) << "left without a crash kernel";
+    EXPECT_NE(b.reports[0].error.find("NO crash kernel is loaded"), std::string::npos) << b.reports[0].error;
     EXPECT_FALSE(b.kdump->loaded());
     ASSERT_EQ(b.kdump->windows().size(), 1u);
     EXPECT_TRUE(b.kdump->windows()[0].open);
@@ -575,11 +608,22 @@ TEST(Kdump, AManagedCrashKernelUnloadedWhileKhodWasDownIsLoadedAgain) {
 
 TEST(KdumpRecord, DamagedOrForeignRecordsCountForNothing) {
     const KdumpRecord r{true, CrashRecipe{"/k", "/i", "c", "s"}, CrashRecipe{"/k", "", "c", "s"},
-                        KdumpIntent{KdumpIntent::Step::load, CrashRecipe{"/n", "", "c", "s"}, 42}};
+                        KdumpIntent{KdumpIntent::Step::load, CrashRecipe{"/n", "", "c", "s", CrashLoader::native}, 42}};
     const std::string text = format_kdump_record(r, "boot-a");
     auto back = parse_kdump_record(text, "boot-a");
     ASSERT_TRUE(back);
     EXPECT_TRUE(back->managed);
+    EXPECT_EQ(back->intent->recipe->loader, CrashLoader::native);
+    EXPECT_EQ(back->last_good->loader, CrashLoader::file);
+    // Records from before loaders existed were file loads; an unknown loader is damage.
+    auto old = parse_kdump_record(
+        R"({"version":1,"boot_id":"boot-a","managed":true,"recipe":{"kernel":"/k","initrd":"","cmdline":"c","source":"s"}})",
+        "boot-a");
+    ASSERT_TRUE(old);
+    EXPECT_EQ(old->recipe->loader, CrashLoader::file);
+    EXPECT_FALSE(parse_kdump_record(
+        R"({"version":1,"boot_id":"boot-a","managed":true,"recipe":{"kernel":"/k","initrd":"","cmdline":"c","source":"s","loader":"kexec"}})",
+        "boot-a"));
     EXPECT_EQ(back->last_good->initrd, "");
     EXPECT_EQ(back->intent->recipe->kernel, "/n");
     EXPECT_EQ(back->intent->since, 42u);

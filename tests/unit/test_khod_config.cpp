@@ -224,3 +224,37 @@ TEST(KhodConfig, MetricsSection) {
             << r.error().describe();
     }
 }
+
+TEST(KhodConfig, LoaderAndTheNativeLoadersSettings) {
+    TempTree t;
+    running_kernel(t);
+    auto c = load_khod_config(Sysroot(t.root()));
+    ASSERT_TRUE(c) << c.error().describe();
+    EXPECT_EQ(c->kdump.loader, CrashLoader::file);
+    EXPECT_EQ(c->kdump.native.purgatory, KHOD_PURGATORY_PATH);
+
+    t.write("etc/khod/khod.conf",
+            "[Kdump]\nLoader=native\nPurgatory=/opt/khod/purgatory.o\nElfcorehdrMaxCpus=64\n"
+            "ElfcorehdrMaxRanges=1024\n");
+    t.write("etc/default/kdump-tools", "USE_KDUMP=1\n");
+    Sysroot root(t.root());
+    c = load_khod_config(root);
+    ASSERT_TRUE(c) << c.error().describe();
+    EXPECT_EQ(c->kdump.loader, CrashLoader::native);
+    EXPECT_EQ(c->kdump.native.purgatory, "/opt/khod/purgatory.o");
+    EXPECT_EQ(c->kdump.native.max_cpus, 64u);
+    EXPECT_EQ(c->kdump.native.max_ranges, 1024u);
+    // An imported recipe is loaded the way khod.conf says.
+    auto r = resolve_recipe(root, c->kdump);
+    ASSERT_TRUE(r) << r.error().describe();
+    ASSERT_TRUE(*r);
+    EXPECT_EQ((*r)->source, "/etc/default/kdump-tools");
+    EXPECT_EQ((*r)->loader, CrashLoader::native);
+
+    for (const char* bad : {"[Kdump]\nLoader=kexec\n", "[Kdump]\nPurgatory=purgatory.o\n",
+                            "[Kdump]\nElfcorehdrMaxCpus=0\n", "[Kdump]\nElfcorehdrMaxRanges=lots\n"}) {
+        KhodConfig k;
+        auto e = apply_khod_config(bad, "/etc/khod/khod.conf", k);
+        EXPECT_FALSE(e) << bad;
+    }
+}

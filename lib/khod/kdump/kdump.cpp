@@ -98,6 +98,10 @@ void Kdump::notify(const Snapshot& before) {
     if (before.recipe != now.recipe ||
         (before.recipe && now.recipe && before.recipe->source != now.recipe->source))
         changed.emplace_back("Recipe");
+    if ((before.recipe ? before.recipe->loader : CrashLoader::file) !=
+            (now.recipe ? now.recipe->loader : CrashLoader::file) ||
+        before.recipe.has_value() != now.recipe.has_value())
+        changed.emplace_back("Loader");
     if (before.managed != now.managed) changed.emplace_back("Managed");
     if (!changed.empty()) change_listener_(changed);
 }
@@ -431,6 +435,8 @@ Kdump::Outcome Kdump::do_load(const CrashRecipe& recipe, const std::string& caus
                     if (w.open) rep.unloaded = clock_.now() - w.start;
             }
             out.error.message += rollback_note;
+            // The journal entry names the rollback's failure too, not only the first.
+            rep.error = out.error.describe();
             last_error_ = std::string(to_string(Errc::kernel_refused)) + ": " + out.error.describe();
         }
     }

@@ -209,4 +209,20 @@ Result<std::optional<CrashRecipe>> import_kdumpctl(const Sysroot& root) {
     return std::optional<CrashRecipe>(r);
 }
 
+const char* to_string(CrashLoader loader) {
+    switch (loader) {
+        case CrashLoader::file: return "file";
+        case CrashLoader::native: return "native";
+        case CrashLoader::automatic: return "auto";
+    }
+    return "file";
+}
+
+std::optional<CrashLoader> parse_crash_loader(std::string_view text) {
+    if (text == "file") return CrashLoader::file;
+    if (text == "native") return CrashLoader::native;
+    if (text == "auto") return CrashLoader::automatic;
+    return std::nullopt;
+}
+
 }  // namespace khod

@@ -16,14 +16,22 @@
 
 namespace khod {
 
+// Which syscall loads the crash kernel: kexec_file_load (the kernel builds
+// the image), khod's own kexec_load image (lib/khod/crash/native_loader.hpp),
+// or kexec_file_load with kexec_load where the kernel refuses the file load.
+enum class CrashLoader { file, native, automatic };
+const char* to_string(CrashLoader loader);  // "file", "native", "auto"
+std::optional<CrashLoader> parse_crash_loader(std::string_view text);
+
 struct CrashRecipe {
     std::string kernel;
     std::string initrd;   // empty: none (KEXEC_FILE_NO_INITRAMFS)
-    std::string cmdline;  // as the crash kernel gets it, before the kernel prepends elfcorehdr=
+    std::string cmdline;  // as the crash kernel gets it, before the loader prepends elfcorehdr=
     std::string source;   // where it came from, for people: a file, "khoctl kdump load", ...
+    CrashLoader loader = CrashLoader::file;
 
     bool operator==(const CrashRecipe& o) const {
-        return kernel == o.kernel && initrd == o.initrd && cmdline == o.cmdline;
+        return kernel == o.kernel && initrd == o.initrd && cmdline == o.cmdline && loader == o.loader;
     }
 };
 

@@ -14,14 +14,25 @@ namespace {
 constexpr std::uint64_t record_version = 1;
 
 nlohmann::json recipe_json(const CrashRecipe& r) {
-    return {{"kernel", r.kernel}, {"initrd", r.initrd}, {"cmdline", r.cmdline}, {"source", r.source}};
+    return {{"kernel", r.kernel},
+            {"initrd", r.initrd},
+            {"cmdline", r.cmdline},
+            {"source", r.source},
+            {"loader", to_string(r.loader)}};
 }
 
 // at(): a missing field or one of the wrong type throws, and the caller
 // discards the record.
+// A record written before loaders existed has no "loader": those were file loads.
 CrashRecipe recipe_from(const nlohmann::json& j) {
-    return CrashRecipe{j.at("kernel").get<std::string>(), j.at("initrd").get<std::string>(),
-                       j.at("cmdline").get<std::string>(), j.at("source").get<std::string>()};
+    CrashRecipe r{j.at("kernel").get<std::string>(), j.at("initrd").get<std::string>(),
+                  j.at("cmdline").get<std::string>(), j.at("source").get<std::string>()};
+    if (j.contains("loader")) {
+        const auto loader = parse_crash_loader(j.at("loader").get<std::string>());
+        if (!loader) throw std::invalid_argument("unknown loader");
+        r.loader = *loader;
+    }
+    return r;
 }
 
 // nlohmann converts a float or a negative number to an unsigned by a cast,

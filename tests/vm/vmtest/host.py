@@ -37,6 +37,12 @@ PRODUCT_BINARIES = {
     "polkit-standin": "tests/polkit-standin",      # test-only (tests/vm/polkit-standin.cpp)
 }
 
+#: Product files that are not programs: build-dir path and where the guest gets them.
+PRODUCT_FILES = {
+    # The native crash loader's purgatory; scenarios point khod.conf's Purgatory= at it.
+    "purgatory.o": ("purgatory/purgatory.o", "/usr/lib/khod-vm/purgatory.o"),
+}
+
 
 def find_qemu() -> str:
     qemu = os.environ.get("KHOD_VM_QEMU", "qemu-system-x86_64")
@@ -71,11 +77,12 @@ def default_builddir() -> Optional[Path]:
 
 
 def product_binary(builddir: Optional[Path], name: str) -> Path:
-    if name not in PRODUCT_BINARIES:
-        raise HarnessError(f"unknown product binary {name!r} (known: {', '.join(PRODUCT_BINARIES)})")
+    known = {**PRODUCT_BINARIES, **{k: v[0] for k, v in PRODUCT_FILES.items()}}
+    if name not in known:
+        raise HarnessError(f"unknown product binary {name!r} (known: {', '.join(known)})")
     if builddir is None:
         raise HarnessError(f"{name} needed but no --builddir given")
-    path = Path(builddir) / PRODUCT_BINARIES[name]
+    path = Path(builddir) / known[name]
     if not path.is_file():
         raise HarnessError(f"{name} not built: {path} does not exist (build with meson/ninja "
                            f"and pass the build dir as --builddir)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from .errors import HarnessError
-from .host import guest_program, product_binary
+from .host import PRODUCT_FILES, guest_program, product_binary
 
 
 #: Directories the dynamic loader searches without an ld.so.cache (Debian x86_64).
@@ -192,7 +192,10 @@ def make_initramfs(*, kernel: Path, workdir: Path, guest_script: str,
     ir.add_file(Path(busybox), "/bin/busybox", 0o755)
     ir.add_symlink("/bin/sh", "busybox")
     for name in binaries:
-        ir.add_binary(product_binary(builddir, name), f"/usr/bin/{name}")
+        if name in PRODUCT_FILES:
+            ir.add_file(product_binary(builddir, name), PRODUCT_FILES[name][1], 0o644)
+        else:
+            ir.add_binary(product_binary(builddir, name), f"/usr/bin/{name}")
     for hb in host_binaries:
         ir.add_binary(Path(hb), str(hb))
     for host, guest in (files or {}).items():
