@@ -151,6 +151,7 @@ struct LiveUpdateObject::Methods {
 
     static int create_session(sd_bus_message* m, void* userdata, sd_bus_error* error) {
         if (auto done = self(userdata).authorize(m, error)) return *done;
+        if (auto late = self(userdata).refuse_after_manifest()) return reply_failure(m, error, *late);
         const char* name = nullptr;
         Caller caller;
         int r = sd_bus_message_read(m, "s", &name);
@@ -164,6 +165,7 @@ struct LiveUpdateObject::Methods {
 
     static int preserve(sd_bus_message* m, void* userdata, sd_bus_error* error) {
         if (auto done = self(userdata).authorize(m, error)) return *done;
+        if (auto late = self(userdata).refuse_after_manifest()) return reply_failure(m, error, *late);
         const char* session = nullptr;
         std::uint64_t token = 0;
         int fd = -1;
@@ -179,6 +181,7 @@ struct LiveUpdateObject::Methods {
 
     static int destroy_session(sd_bus_message* m, void* userdata, sd_bus_error* error) {
         if (auto done = self(userdata).authorize(m, error)) return *done;
+        if (auto late = self(userdata).refuse_after_manifest()) return reply_failure(m, error, *late);
         const char* name = nullptr;
         Caller caller;
         int r = sd_bus_message_read(m, "s", &name);
@@ -347,10 +350,26 @@ Result<std::uint64_t, Failure> LiveUpdateObject::check_exec(std::uint64_t flags,
     if (!value || !kstrtobool(*value).value_or(false))
         return refuse(
             "the staged command line has no liveupdate=on, so the next kernel would not restore them");
-    if (!(flags & exec_force))
-        log(LOG_NOTICE, "%s are held: rebooting directly, since kexec.target would stop khod and close them",
-            held.c_str());
+    if (flags & exec_force) return flags;
+    // systemd-shutdown holds the fd store's session fds open until its
+    // reboot(2) and PID 1 hands them back in the next boot (luo_carried.hpp).
+    auto carries = systemd_carries_ ? systemd_carries_() : Result<std::string>(plain_error("", "not asked"));
+    if (carries) {
+        log(LOG_NOTICE, "%s are held: going through kexec.target, since %s", held.c_str(), carries->c_str());
+        return flags;
+    }
+    log(LOG_NOTICE, "%s are held: rebooting directly, since kexec.target would stop khod and close them (%s)",
+        held.c_str(), carries.error().describe().c_str());
     return flags | exec_force;
+}
+
+std::optional<Failure> LiveUpdateObject::refuse_after_manifest() const {
+    if (!manifest_written_) return std::nullopt;
+    return Failure{
+        Errc::wrong_state,
+        plain_error("",
+                    "a live update is under way: khod's manifest is written and the reboot follows; "
+                    "sessions can change again in the next kernel")};
 }
 
 void LiveUpdateObject::before_reboot(std::function<void(const Result<void, Failure>&)> then) {
@@ -379,13 +398,17 @@ Result<void, Failure> LiveUpdateObject::write_manifest_now() {
     ::sync();
     exec_phases_.reboot_syscall = clock_usec(CLOCK_REALTIME);
     auto written = sessions_->write_manifest(exec_phases_);
-    if (written)
+    if (written) {
+        manifest_written_ = true;
         log(LOG_NOTICE, "manifest written to LUO session khod: %s", held_summary(*sessions_).c_str());
+    }
     return written;
 }
 
 void LiveUpdateObject::abandoned() {
+    manifest_written_ = false;
     if (sessions_) sessions_->drop_manifest();
+    if (carried_) carried_->forget_manifest();
     emit_prepare_for_kexec(false);
 }
 

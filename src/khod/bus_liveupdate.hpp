@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,7 @@
 #include "khod/khod_config.hpp"
 #include "khod/luo/luo_sessions.hpp"
 #include "khod/metrics/metrics.hpp"
+#include "luo_carried.hpp"
 #include "polkit.hpp"
 #include "sd_ptr.hpp"
 
@@ -40,9 +42,19 @@ public:
     void mark_ready();
 
     // Exec's gate. check_exec: refuses when held sessions could not survive
-    // the reboot, and returns the flags Handover gets (a direct reboot while
-    // sessions are held: kexec.target would stop khod and close them).
+    // the reboot, and returns the flags Handover gets: through kexec.target
+    // where systemd keeps khod's fd store, and so the sessions, open until
+    // its reboot(2); else a direct reboot, since kexec.target would stop khod
+    // and close them.
     Result<std::uint64_t, Failure> check_exec(std::uint64_t flags, const HandoverTarget& target) const;
+    // What check_exec asks whether systemd keeps the sessions through a
+    // kexec (systemd_carries_fd_store() in khod); carried takes the manifest
+    // session out of the fd store when an exec is abandoned. Without this,
+    // sessions always mean a direct reboot.
+    void carry_through_systemd(std::function<Result<std::string>()> probe, CarriedLuo* carried) {
+        systemd_carries_ = std::move(probe);
+        carried_ = carried;
+    }
     // PrepareForKexec(true), the barrier, then the manifest; then(ok) means
     // reboot now, then(failure) that the reboot must not happen.
     void before_reboot(std::function<void(const Result<void, Failure>&)> then);
@@ -58,6 +70,9 @@ public:
 
 private:
     Result<void, Failure> write_manifest_now();
+    // Between the manifest and the reboot sessions must not change: the next
+    // kernel's khod holds what the manifest names.
+    std::optional<Failure> refuse_after_manifest() const;
     // Every method needs manage-sessions (the sessions are then checked to be the caller's own).
     std::optional<int> authorize(sd_bus_message* m, sd_bus_error* error) {
         return authorizer_->check(m, khod1::action::manage_sessions, error);
@@ -82,6 +97,9 @@ private:
     std::uint64_t kernel_start_usec_ = 0;
     std::uint64_t ready_usec_ = 0;
     std::uint64_t first_retrieve_usec_ = 0;
+    bool manifest_written_ = false;
+    std::function<Result<std::string>()> systemd_carries_;
+    CarriedLuo* carried_ = nullptr;
     SdBusSlotPtr slot_;
     SdEventSourcePtr retrieve_timer_;
     std::function<void()> changed_;

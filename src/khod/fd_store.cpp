@@ -1,11 +1,13 @@
 #include "fd_store.hpp"
 
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
 
 #include "log.hpp"
+#include "sd_ptr.hpp"
 
 namespace khod {
 
@@ -55,6 +57,63 @@ UniqueFd take_named_fd(std::vector<std::pair<std::string, UniqueFd>>& fds, const
         return fd;
     }
     return UniqueFd();
+}
+
+namespace {
+
+// The first systemd whose PID 1 hands preserved fd stores, LUO session fds
+// among them, to systemd-shutdown and gives them back after the kexec (NEWS).
+constexpr int systemd_luo_version = 261;
+
+constexpr const char* systemd1 = "org.freedesktop.systemd1";
+
+Result<std::string> string_property(sd_bus* bus, const char* path, const char* interface, const char* name) {
+    SdBusError error;
+    char* raw = nullptr;
+    int r = sd_bus_get_property_string(bus, systemd1, path, interface, name, error.get(), &raw);
+    if (r < 0)
+        return errno_error(-r, std::string(interface) + "." + name,
+                           error.message() ? error.message() : "reading systemd's property");
+    std::string value(raw);
+    std::free(raw);
+    return value;
+}
+
+}  // namespace
+
+Result<std::string> systemd_carries_fd_store(sd_bus* bus) {
+    if (sd_booted() <= 0) return plain_error("", "systemd is not PID 1");
+    SystemdFdStore store;
+    if (!store.available()) return plain_error("", "khod has no fd store (NOTIFY_SOCKET unset)");
+    auto version =
+        string_property(bus, "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", "Version");
+    if (!version) return version.error();
+    // "262", "262.1-1", "v262-rc1": the major number leads.
+    const std::size_t digits = version->find_first_of("0123456789");
+    const int major = digits == std::string::npos ? 0 : std::atoi(version->c_str() + digits);
+    if (major < systemd_luo_version)
+        return plain_error("", "systemd " + *version + " does not carry fd stores through a kexec (" +
+                                   std::to_string(systemd_luo_version) + " does)");
+    SdBusError error;
+    sd_bus_message* raw = nullptr;
+    int r =
+        sd_bus_call_method(bus, systemd1, "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
+                           "GetUnitByPID", error.get(), &raw, "u", static_cast<std::uint32_t>(::getpid()));
+    if (r < 0)
+        return errno_error(-r, "GetUnitByPID",
+                           error.message() ? error.message() : "asking systemd for khod's unit");
+    SdBusMessagePtr reply(raw);
+    const char* unit = nullptr;
+    if ((r = sd_bus_message_read(reply.get(), "o", &unit)) < 0)
+        return errno_error(-r, "GetUnitByPID", "reply");
+    auto preserve =
+        string_property(bus, unit, "org.freedesktop.systemd1.Service", "FileDescriptorStorePreserve");
+    if (!preserve) return preserve.error();
+    if (*preserve != "yes" && *preserve != "on-success")
+        return plain_error("", "khod's unit has FileDescriptorStorePreserve=" + *preserve +
+                                   ", so systemd releases its fd store when khod stops");
+    return "systemd " + *version +
+           " keeps khod's fd store through kexec.target (FileDescriptorStorePreserve=" + *preserve + ")";
 }
 
 }  // namespace khod

@@ -4,11 +4,14 @@
 // store, and a restart would drop every session khod holds.
 #pragma once
 
+#include <systemd/sd-bus.h>
+
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "khod/base/fd.hpp"
+#include "khod/base/result.hpp"
 #include "khod/luo/luo_sessions.hpp"
 
 namespace khod {
@@ -27,5 +30,12 @@ std::vector<std::pair<std::string, UniqueFd>> take_stored_fds();
 // The fd named `name` among them, taken out (invalid when there is none):
 // khod.service's OpenFile= fds are passed the same way as the fd store's.
 UniqueFd take_named_fd(std::vector<std::pair<std::string, UniqueFd>>& fds, const std::string& name);
+
+// Whether systemd keeps khod's fd store, and the LUO sessions in it, open
+// through a kexec it drives (kexec.target): systemd 261 or later as PID 1 and
+// FileDescriptorStorePreserve=yes (or on-success) on khod's own unit; PID 1
+// serializes only such stores (src/core/luo.c). The value says so in words,
+// the error why not.
+Result<std::string> systemd_carries_fd_store(sd_bus* bus);
 
 }  // namespace khod

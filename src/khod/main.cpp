@@ -40,6 +40,7 @@
 #include "khod/status.hpp"
 #include "khod1-names.hpp"
 #include "log.hpp"
+#include "luo_carried.hpp"
 #include "metrics_file.hpp"
 #include "sd_ptr.hpp"
 #include "uevent_source.hpp"
@@ -194,8 +195,17 @@ int run(const Options& options) {
 
     const std::string runtime_dir = runtime_directory(options);
     khod::SystemdFdStore fd_store;
-    khod::LuoSessions sessions(*backends->luo, fd_store, status.release.value.value_or(""));
+    // After a kexec systemd drove, the previous kernel's sessions come back in the fd store.
+    khod::CarriedLuo luo(*backends->luo, fd_store);
+    for (const std::string& note : luo.take_carried(stored)) khod::log(LOG_NOTICE, "%s", note.c_str());
+    khod::LuoSessions sessions(luo, fd_store, status.release.value.value_or(""));
     const khod::LuoRecovery found = sessions.restore(std::move(stored));
+    for (const std::string& name : luo.release_unclaimed())
+        khod::log(LOG_WARNING,
+                  "LUO session %s came through the kexec in khod's fd store, but no khod manifest named it "
+                  "(the kexec did not go through khoctl exec, or the session was made after its manifest): "
+                  "released, its memory is freed",
+                  name.c_str());
     log_luo_recovery(found, fd_store.available());
     const bool first_after_live_update = announce_restored(root, runtime_dir, status, found);
     // Before the objects it reads, so it outlives their listeners.
@@ -237,6 +247,8 @@ int run(const Options& options) {
                                              config.liveupdate, &authorizer);
     if ((r = liveupdate_object.attach()) < 0)
         return fail(std::string("adding ") + khod1::liveupdate_interface, r);
+    liveupdate_object.carry_through_systemd([&bus] { return khod::systemd_carries_fd_store(bus.get()); },
+                                            &luo);
     handover_object.set_exec_gate(&liveupdate_object);
     khod::ScratchObject scratch_object(bus.get(), &root);
     if ((r = scratch_object.attach()) < 0) return fail(std::string("adding ") + khod1::scratch_interface, r);

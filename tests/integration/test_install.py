@@ -5,6 +5,7 @@ its sandbox no worse than khod needs."""
 import configparser
 import json
 import os
+import platform
 import re
 import subprocess
 import tempfile
@@ -19,6 +20,12 @@ BUILDDIR = Path(os.environ.get("KHOD_BUILDDIR", REPO / "build"))
 
 def run_tool(*argv) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+def systemd_version() -> int:
+    out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True).stdout
+    m = re.match(r"systemd (\d+)", out)
+    return int(m.group(1)) if m else 0
 
 
 def pkg_var(package, var):
@@ -40,6 +47,7 @@ class Install(unittest.TestCase):
         opts = {o["name"]: o["value"] for o in json.loads(intro.stdout)}
         cls.prefix = opts["prefix"]
         cls.datadir = Path(cls.prefix) / opts["datadir"]
+        cls.libexecdir = Path(cls.prefix) / opts["libexecdir"]
 
     @classmethod
     def tearDownClass(cls):
@@ -99,6 +107,23 @@ class Install(unittest.TestCase):
                 main = run_tool("objdump", "-d", "--no-show-raw-insn", "--disassemble=main", path)
                 self.assertRegex(main, r"<main>:\s*\n\s*[0-9a-f]+:\s*endbr64", "main has no endbr64: no -fcf-protection")
 
+    @unittest.skipUnless(platform.machine() == "x86_64", "the purgatory is x86-64 code, built there only")
+    def test_purgatory_where_khod_looks(self):
+        """purgatory/ installed as <libexecdir>/khod/purgatory.o, the path
+        khod-config.h gives khod, mode 0644 (dh_strip and brp-strip take
+        executables), a relocatable object with the globals khod patches and
+        nothing undefined."""
+        path = self.libexecdir / "khod/purgatory.o"
+        obj = self.installed(path)
+        self.assertEqual(obj.stat().st_mode & 0o777, 0o644)
+        self.assertIn(f'#define KHOD_PURGATORY_PATH "{path}"', (BUILDDIR / "khod-config.h").read_text())
+        self.assertRegex(run_tool("readelf", "-hW", str(obj)), r"Type:\s+REL ")
+        kinds = {f[2]: f[1] for f in (line.split() for line in run_tool("nm", str(obj)).splitlines()) if len(f) == 3}
+        self.assertEqual(kinds.get("khod_purgatory_start"), "T")
+        for name in ("khod_kernel_entry", "khod_boot_params", "khod_digest", "khod_regions"):
+            self.assertEqual(kinds.get(name), "D", name)
+        self.assertEqual(run_tool("nm", "-u", str(obj)), "")
+
     def test_dbus_files_where_dbus_looks(self):
         services = pkg_var("dbus-1", "system_bus_services_dir").replace("/usr/share", str(self.datadir))
         interfaces = pkg_var("dbus-1", "interfaces_dir").replace("/usr/share", str(self.datadir))
@@ -147,9 +172,16 @@ class Install(unittest.TestCase):
         self.assertIn("Type=notify", text)
         self.assertIn("WatchdogSec=", text)
         self.assertIn(f"ExecStart={self.prefix}/sbin/khod", text)
+        self.assertIn("FileDescriptorStorePreserve=yes", text)
+        self.assertIn("OpenFile=/proc/kcore:kcore:read-only,graceful", text)
         r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(check)], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(r.stderr.strip(), "", "systemd-analyze verify warned")
+        warnings = r.stderr.strip().splitlines()
+        if systemd_version() < 254:  # FileDescriptorStorePreserve= is newer (Debian 12 has 252): it says so
+            warnings = [w for w in warnings if "Unknown key 'FileDescriptorStorePreserve'" not in w]
+        if systemd_version() < 253:  # so is OpenFile=
+            warnings = [w for w in warnings if "Unknown key 'OpenFile'" not in w]
+        self.assertEqual(warnings, [], "systemd-analyze verify warned")
 
     # At most 2.0 (hostnamed rates 1.5, timedated 2.4). What
     # `systemd-analyze security` still counts, and why it stays (khod(8),
