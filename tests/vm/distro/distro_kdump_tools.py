@@ -1,6 +1,9 @@
 """Debian's own kdump-tools with khod's package drop-in, on Debian's own kernel.
 
-kdump-tools.service loads the crash kernel at boot. With khod running, a
+kdump-tools.service loads the crash kernel at boot. khod, started with
+Loader=native, reloads kdump-tools' recipe as its own kexec_load image (its
+elfcorehdr, purgatory and boot_params; /proc/kcore from the unit's OpenFile=),
+which the kernel must update in place (crash_hotplug 1). With khod running, a
 storm (cpu1 offline/online cycles, a 1 GiB DIMM hot-added through QMP, its
 blocks offlined and onlined) costs at most one reload by khod and no
 `kdump-config` run at all (udevd logs every program it runs at debug level).
@@ -45,8 +48,16 @@ done
 dpkg -S "$(readlink -f $d/50-kdump-tools.rules)" > /tmp/dropin.txt 2>&1
 vm-marker rc-dropin $?
 vm-put /tmp/dropin.txt dropin.txt
-systemctl start khod
+# khod takes over kdump-tools' recipe with its own kexec_load image
+# (Loader=native): the storm, the restart and the dump below all run on it.
+mkdir -p /etc/khod/khod.conf.d
+printf '[Kdump]\nLoader=native\n' > /etc/khod/khod.conf.d/50-native.conf
+systemctl restart khod  # it may be running already (activated at boot): it reads khod.conf at start
 wait_until 30 test -e /run/khod/kdump-hotplug || exit 1
+khoctl --json kdump reload > /tmp/native-load.json 2>&1
+vm-marker rc-native-load $?
+vm-put /tmp/native-load.json native-load.json
+vm-marker native-hotplug "$(cat /sys/kernel/kexec_crash_loaded) $(cat /sys/devices/system/cpu/crash_hotplug) $(cat $M/crash_hotplug)"
 kstatus status-before
 since=$(date +%s)
 
@@ -135,6 +146,12 @@ def check(result):
     expect_eq(result.marker("rc-dropin").payload, "0", "dpkg -S of the 50-kdump-tools.rules in force")
     expect(result.text("dropin.txt").startswith("khod:"), f"the drop-in is not khod's: {result.text('dropin.txt')}")
 
+    native = result.json("native-load.json")
+    expect_eq(result.marker("rc-native-load").payload, "0", f"khoctl kdump reload with Loader=native: {native}")
+    expect_eq(dig(native, "kdump.Loader"), "native", "Loader of the reloaded kdump-tools recipe")
+    expect_eq(dig(native, "kdump.Recipe.source"), "/etc/default/kdump-tools", "the recipe reloaded natively")
+    expect_eq(result.marker("native-hotplug").payload, "1 1 1",
+              "kexec_crash_loaded and crash_hotplug (cpu, memory) after khod's kexec_load in its sandbox")
     before = dig(result.json("status-before.json"), "kdump")
     storm = dig(result.json("status-storm.json"), "kdump")
     reloads = dig(storm, "Reloads") - dig(before, "Reloads")
@@ -149,6 +166,7 @@ def check(result):
     expect_eq(result.marker("stopped").payload, "inactive no-marker", "khod stopped, its marker gone")
     expect_eq(result.marker("after-hot-add").payload, "active", "khod after the DIMM hot-add (SYSTEMD_WANTS)")
     expect_eq(dig(result.json("status-after.json"), "kdump.Loaded"), True, "crash kernel after the 2nd DIMM")
+    expect_eq(dig(result.json("status-after.json"), "kdump.Loader"), "native", "Loader after khod's restart")
     expect_eq(result.marker("crash-loaded").payload, "1", "kexec_crash_loaded before the panic")
 
     expect_eq(len(DIMMS), 2, "DIMMs the host hot-added")
