@@ -151,7 +151,8 @@ void add_kdump_commands(CLI::App& app, const GlobalOptions& global, Runner& sele
     };
     auto o = std::make_shared<LoadOptions>();
     CLI::App* load = kdump->add_subcommand(
-        "load", "Load a crash kernel (kexec_file_load, or khod's kexec_load image) and reload with it from now on");
+        "load",
+        "Load a crash kernel (kexec_file_load, or khod's kexec_load image) and reload with it from now on");
     load->add_option("--kernel", o->kernel, "Crash kernel bzImage")->required()->type_name("FILE");
     load->add_option("--initrd", o->initrd, "Its initrd")->type_name("FILE");
     load->add_option("--append", o->append, "Its command line")->type_name("CMDLINE");

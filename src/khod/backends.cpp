@@ -86,14 +86,16 @@ Result<Backends> make_fake_backends([[maybe_unused]] const Sysroot& root) {
 
 }  // namespace
 
-Result<Backends> make_backends(const Sysroot& root, bool fake, const NativeLoaderConfig& native, int kcore_fd) {
+Result<Backends> make_backends(const Sysroot& root, bool fake, const NativeLoaderConfig& native,
+                               int kcore_fd) {
     if (fake) {
         auto b = make_fake_backends(root);
         if (!b) return b.error();
         return unlocked(std::move(*b));
     }
     return unlocked(Backends{std::make_unique<SystemKexecBackend>(root),
-                             std::make_unique<SystemKdumpBackend>(root, native, kcore_fd), std::make_unique<SystemLuo>(root)});
+                             std::make_unique<SystemKdumpBackend>(root, native, kcore_fd),
+                             std::make_unique<SystemLuo>(root)});
 }
 
 }  // namespace khod

@@ -24,8 +24,9 @@ struct Backends {
 bool have_test_backends();
 
 // fake: the fixture-tree backends; refused on the live system and in builds
-// without them. native: how the real kdump backend runs khod's kexec_load loader. Loads and unloads release the state lock (job_queue.hpp).
-// kcore_fd: /proc/kcore opened for khod, or -1 (kept open by the caller).
-Result<Backends> make_backends(const Sysroot& root, bool fake, const NativeLoaderConfig& native, int kcore_fd);
+// without them. native: how the real kdump backend runs khod's kexec_load loader. Loads and unloads release
+// the state lock (job_queue.hpp). kcore_fd: /proc/kcore opened for khod, or -1 (kept open by the caller).
+Result<Backends> make_backends(const Sysroot& root, bool fake, const NativeLoaderConfig& native,
+                               int kcore_fd);
 
 }  // namespace khod

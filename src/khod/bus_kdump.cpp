@@ -182,11 +182,12 @@ int KdumpObject::method_load(sd_bus_message* m, void* userdata, sd_bus_error* er
     if (r < 0) return r;
     auto loader = khod1::kdump_loader_from_flags(flags);
     if (!loader)
-        return reply_failure(m, error,
-                             {Errc::invalid_argument,
-                              plain_error("", "Load: flags " + hex(flags) +
-                                                  ": pass 0, or exactly one of LOADER_FILE (0x1), LOADER_NATIVE "
-                                                  "(0x2), LOADER_AUTO (0x4)")});
+        return reply_failure(
+            m, error,
+            {Errc::invalid_argument,
+             plain_error("", "Load: flags " + hex(flags) +
+                                 ": pass 0, or exactly one of LOADER_FILE (0x1), LOADER_NATIVE "
+                                 "(0x2), LOADER_AUTO (0x4)")});
     CrashRecipe recipe{kernel, initrd, cmdline, "khoctl kdump load",
                        *loader == khod1::KdumpLoader::configured ? self->default_loader_
                        : *loader == khod1::KdumpLoader::file     ? CrashLoader::file

@@ -158,6 +158,41 @@ khod::KhodConfig khod_config(const khod::Sysroot& root) {
     return {};
 }
 
+// SIGTERM/SIGINT end the loop cleanly (sd-event needs them blocked first);
+// WATCHDOG=1 at half of WatchdogSec= when systemd asks for it.
+int add_signals_and_watchdog(sd_event* event) {
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, nullptr);
+    int r = 0;
+    for (int sig : {SIGTERM, SIGINT})
+        if ((r = sd_event_add_signal(event, nullptr, sig, nullptr, nullptr)) < 0)
+            return fail("sd_event_add_signal", r);
+    if ((r = sd_event_set_watchdog(event, 1)) < 0) return fail("sd_event_set_watchdog", r);
+    return 0;
+}
+
+khod::HandoverHooks daemon_handover_hooks(const khod::LuoSessions& sessions) {
+    khod::HandoverHooks hooks = khod::standard_handover_hooks();
+    // Decompressing the target is the slow part of Prepare: the loop answers meanwhile.
+    hooks.target_compat = [check = std::move(hooks.target_compat)](const khod::Sysroot& shared,
+                                                                   const khod::HandoverTarget& target,
+                                                                   const khod::CarriedState& carried) {
+        // Copied while the lock is held: the loop may look at debugfs again meanwhile.
+        const khod::Sysroot view = shared;  // NOLINT(performance-unnecessary-copy-initialization)
+        khod::Unlocked unlocked;
+        return check(view, target, carried);
+    };
+    // The target check must know what a wrong kernel would drop.
+    hooks.carried = [&sessions] {
+        return khod::CarriedState{sessions.outgoing().size(), sessions.outgoing_bytes(),
+                                  !sessions.outgoing().empty()};
+    };
+    return hooks;
+}
+
 int run(const Options& options) {
     // The loop thread's, but while it waits for events (job_queue.hpp).
     std::lock_guard<std::mutex> state(khod::state_lock());
@@ -177,18 +212,7 @@ int run(const Options& options) {
     int r = sd_event_default(&raw_event);
     if (r < 0) return fail("sd_event_default", r);
     khod::SdEventPtr event(raw_event);
-
-    // SIGTERM/SIGINT end the loop cleanly; sd-event needs them blocked first.
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, nullptr);
-    for (int sig : {SIGTERM, SIGINT})
-        if ((r = sd_event_add_signal(event.get(), nullptr, sig, nullptr, nullptr)) < 0)
-            return fail("sd_event_add_signal", r);
-    // Pings WATCHDOG=1 at half of WatchdogSec= when systemd asks for it.
-    if ((r = sd_event_set_watchdog(event.get(), 1)) < 0) return fail("sd_event_set_watchdog", r);
+    if ((r = add_signals_and_watchdog(event.get())) < 0) return r;
 
     khod::Status status = khod::probe_status(root, khod::StatusOptions{});
     log_kernel_state(status);
@@ -211,22 +235,7 @@ int run(const Options& options) {
     // Before the objects it reads, so it outlives their listeners.
     std::optional<khod::MetricsFile> metrics;
 
-    khod::HandoverHooks hooks = khod::standard_handover_hooks();
-    // Decompressing the target is the slow part of Prepare: the loop answers meanwhile.
-    hooks.target_compat = [check = std::move(hooks.target_compat)](const khod::Sysroot& shared,
-                                                                   const khod::HandoverTarget& target,
-                                                                   const khod::CarriedState& carried) {
-        // Copied while the lock is held: the loop may look at debugfs again meanwhile.
-        const khod::Sysroot view = shared;  // NOLINT(performance-unnecessary-copy-initialization)
-        khod::Unlocked unlocked;
-        return check(view, target, carried);
-    };
-    // The target check must know what a wrong kernel would drop.
-    hooks.carried = [&sessions] {
-        return khod::CarriedState{sessions.outgoing().size(), sessions.outgoing_bytes(),
-                                  !sessions.outgoing().empty()};
-    };
-    khod::Handover handover(root, *backends->kexec, runtime_dir, std::move(hooks));
+    khod::Handover handover(root, *backends->kexec, runtime_dir, daemon_handover_hooks(sessions));
     handover.recover();
     khod::log(LOG_INFO, "handover state %s (rebuilt from the kernel and %s)",
               khod::to_string(handover.state()), handover.record_path().c_str());

@@ -1,8 +1,8 @@
 #include "system_kdump.hpp"
 
-#include <ctime>
-
 #include <syslog.h>
+
+#include <ctime>
 
 #include "khod/crash/native_loader.hpp"
 #include "khod/kexec/kexec_file.hpp"

@@ -396,7 +396,8 @@ TEST(Kdump, AFailedNativeLoadRollsBackWithTheLoaderThatLoadedTheGoodImage) {
     EXPECT_NE(r.error().describe().find("rolled back"), std::string::npos) << r.error().describe();
     ASSERT_EQ(b.backend.loads.size(), 3u);
     EXPECT_EQ(b.backend.loads[1].loader, CrashLoader::native);
-    EXPECT_EQ(b.backend.loads[2].loader, CrashLoader::file) << "the good image comes back the way it was loaded";
+    EXPECT_EQ(b.backend.loads[2].loader, CrashLoader::file)
+        << "the good image comes back the way it was loaded";
     EXPECT_EQ(b.kdump->recipe()->loader, CrashLoader::file);
     EXPECT_TRUE(b.kdump->loaded());
 
@@ -607,8 +608,9 @@ TEST(Kdump, AManagedCrashKernelUnloadedWhileKhodWasDownIsLoadedAgain) {
 }
 
 TEST(KdumpRecord, DamagedOrForeignRecordsCountForNothing) {
-    const KdumpRecord r{true, CrashRecipe{"/k", "/i", "c", "s"}, CrashRecipe{"/k", "", "c", "s"},
-                        KdumpIntent{KdumpIntent::Step::load, CrashRecipe{"/n", "", "c", "s", CrashLoader::native}, 42}};
+    const KdumpRecord r{
+        true, CrashRecipe{"/k", "/i", "c", "s"}, CrashRecipe{"/k", "", "c", "s"},
+        KdumpIntent{KdumpIntent::Step::load, CrashRecipe{"/n", "", "c", "s", CrashLoader::native}, 42}};
     const std::string text = format_kdump_record(r, "boot-a");
     auto back = parse_kdump_record(text, "boot-a");
     ASSERT_TRUE(back);

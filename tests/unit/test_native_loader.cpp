@@ -50,7 +50,10 @@ std::vector<std::uint8_t> setup_header_of(const std::string& image) {
 // A stand-in elfcorehdr: what matters to the plan is its size and its magic.
 std::vector<std::uint8_t> elf_bytes(std::size_t size) {
     std::vector<std::uint8_t> v(size, 0);
-    std::memcpy(v.data(), "\x7f" "ELF", 4);
+    std::memcpy(v.data(),
+                "\x7f"
+                "ELF",
+                4);
     return v;
 }
 
@@ -136,7 +139,9 @@ TEST(BootParams, CarriesTheSetupHeaderCommandLineInitrdAndMemmap) {
     req.cmdline_addr = 0x1'2345'6000;
     req.initrd_addr = 0x1'3000'0000;
     req.initrd_size = 0x1'0000'0010;
-    req.memmap = {{0x1000, 0x9e000, E820Type::ram}, {0x100000, 0x3ff00000, E820Type::ram}, {0xf0000, 0x10000, E820Type::reserved}};
+    req.memmap = {{0x1000, 0x9e000, E820Type::ram},
+                  {0x100000, 0x3ff00000, E820Type::ram},
+                  {0xf0000, 0x10000, E820Type::reserved}};
     auto page = build_boot_params(req);
     ASSERT_TRUE(page) << page.error().describe();
     const std::vector<std::uint8_t> p(page->begin(), page->end());
@@ -188,10 +193,14 @@ TEST(NativePlan, SegmentsFitTheCrashRegionAndOnlyTheElfcorehdrHasTheMagic) {
         EXPECT_LE(s.bytes.size(), s.memsz) << s.what;
         EXPECT_GE(s.mem, region.start) << s.what;
         EXPECT_LE(s.mem + s.memsz, region.end) << s.what;
-        const bool magic = s.bytes.size() >= 4 && std::memcmp(s.bytes.data(), "\x7f" "ELF", 4) == 0;
+        const bool magic = s.bytes.size() >= 4 && std::memcmp(s.bytes.data(),
+                                                              "\x7f"
+                                                              "ELF",
+                                                              4) == 0;
         EXPECT_EQ(magic, s.what == "elfcorehdr") << s.what;
     }
-    EXPECT_EQ(order, (std::vector<std::string>{"elfcorehdr", "boot_params", "purgatory", "kernel", "initrd"}));
+    EXPECT_EQ(order,
+              (std::vector<std::string>{"elfcorehdr", "boot_params", "purgatory", "kernel", "initrd"}));
     for (std::size_t i = 1; i < image->segments.size(); ++i)
         EXPECT_LE(image->segments[i - 1].mem + image->segments[i - 1].memsz, image->segments[i].mem);
 

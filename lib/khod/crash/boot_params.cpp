@@ -58,7 +58,8 @@ void add(std::vector<E820Entry>& out, std::uint64_t start, std::uint64_t end, E8
 // [range) minus every hole, in order; pieces shorter than a page are dropped
 // as the kernel drops them.
 std::vector<PhysRange> subtract(PhysRange range, std::vector<PhysRange> holes) {
-    std::sort(holes.begin(), holes.end(), [](const PhysRange& a, const PhysRange& b) { return a.start < b.start; });
+    std::sort(holes.begin(), holes.end(),
+              [](const PhysRange& a, const PhysRange& b) { return a.start < b.start; });
     std::vector<PhysRange> out;
     std::uint64_t at = range.start;
     for (const auto& h : holes) {
@@ -75,10 +76,10 @@ std::vector<PhysRange> subtract(PhysRange range, std::vector<PhysRange> holes) {
 
 const char* to_string(E820Type type) {
     switch (type) {
-    case E820Type::ram: return "ram";
-    case E820Type::reserved: return "reserved";
-    case E820Type::acpi: return "acpi";
-    case E820Type::nvs: return "nvs";
+        case E820Type::ram: return "ram";
+        case E820Type::reserved: return "reserved";
+        case E820Type::acpi: return "acpi";
+        case E820Type::nvs: return "nvs";
     }
     return "unknown";
 }
@@ -88,9 +89,11 @@ Result<CrashRegions> crash_regions(const std::vector<IomemEntry>& iomem, const s
     for (const auto& e : iomem)
         if (e.name == "Crash kernel") found.push_back(e.range);
     if (found.empty())
-        return plain_error(path, "has no \"Crash kernel\" range: no crashkernel= memory is reserved "
-                                 "(or the file was read without CAP_SYS_ADMIN and shows no addresses)");
-    std::sort(found.begin(), found.end(), [](const PhysRange& a, const PhysRange& b) { return a.start < b.start; });
+        return plain_error(path,
+                           "has no \"Crash kernel\" range: no crashkernel= memory is reserved "
+                           "(or the file was read without CAP_SYS_ADMIN and shows no addresses)");
+    std::sort(found.begin(), found.end(),
+              [](const PhysRange& a, const PhysRange& b) { return a.start < b.start; });
     // reserve_crashkernel_low() only adds a low range when the main one went high.
     CrashRegions regions{found.back(), {}};
     found.pop_back();
@@ -124,8 +127,9 @@ Result<std::array<std::uint8_t, kBootParamsSize>> build_boot_params(const BootPa
         return plain_error("", "setup header of " + std::to_string(request.setup_header.size()) +
                                    " bytes does not fit struct boot_params");
     if (request.memmap.size() > kZeroPageE820Max)
-        return plain_error("", "the capture kernel's memory map has " + std::to_string(request.memmap.size()) +
-                                   " entries; the zero page holds " + std::to_string(kZeroPageE820Max));
+        return plain_error("", "the capture kernel's memory map has " +
+                                   std::to_string(request.memmap.size()) + " entries; the zero page holds " +
+                                   std::to_string(kZeroPageE820Max));
 
     // What firmware told the running kernel and a capture kernel cannot ask again.
     copy_from(page, request.firmware, kScreenInfo, kScreenInfoSize);
@@ -163,7 +167,8 @@ Result<std::array<std::uint8_t, kBootParamsSize>> build_boot_params(const BootPa
         const std::uint64_t end = e.addr + e.size - 1;
         if (e.type == E820Type::ram && e.addr <= kLowMemEnd && end > kLowMemEnd) {
             const std::uint64_t mem_k = (end >> 10) - (kLowMemEnd >> 10);
-            put<std::uint16_t>(page, kExtMemK, static_cast<std::uint16_t>(std::min<std::uint64_t>(mem_k, 0xfc00)));
+            put<std::uint16_t>(page, kExtMemK,
+                               static_cast<std::uint16_t>(std::min<std::uint64_t>(mem_k, 0xfc00)));
             put<std::uint32_t>(page, kAltMemK,
                                static_cast<std::uint32_t>(std::min<std::uint64_t>(mem_k, 0xffffffff)));
         }

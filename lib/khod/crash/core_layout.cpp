@@ -156,16 +156,17 @@ Result<void> read_kcore(const Sysroot& root, int given_fd, CoreLayout& out) {
         if (!opened.valid()) {
             Error e = errno_error(errno, path.host.string(), "cannot open");
             if (e.code == EACCES || e.code == EPERM || e.code == ENOENT)
-                e.message += " (root with CAP_SYS_RAWIO only, not under lockdown=confidentiality, and hidden by "
-                             "systemd's ProtectKernelTunables=: khod.service has it opened with OpenFile=)";
+                e.message +=
+                    " (root with CAP_SYS_RAWIO only, not under lockdown=confidentiality, and hidden by "
+                    "systemd's ProtectKernelTunables=: khod.service has it opened with OpenFile=)";
             return e;
         }
     }
     const int fd = given_fd >= 0 ? given_fd : opened.get();
     struct stat st {};
     if (::fstat(fd, &st) != 0) return errno_error(errno, path.host.string(), "cannot stat");
-    auto elf = read_elf_core_headers(
-        CoreSource(fd, static_cast<std::uint64_t>(st.st_size), path.host.string()));
+    auto elf =
+        read_elf_core_headers(CoreSource(fd, static_cast<std::uint64_t>(st.st_size), path.host.string()));
     if (!elf) return elf.error();
     const LoadClasses loads = classify_loads(elf->phdrs);
     if (loads.page_offset_conflict)
@@ -255,7 +256,6 @@ Result<std::vector<PhysRange>> read_crash_cma(const Sysroot& root) {
     }
     return out;
 }
-
 
 std::vector<PhysRange> core_ram_ranges(const std::vector<IomemEntry>& iomem) {
     // walk_system_ram_res(): every IORESOURCE_SYSTEM_RAM resource, in address

@@ -134,102 +134,144 @@ Result<NativeCrashInputs> read_native_crash_inputs(const Sysroot& root, const Na
     return in;
 }
 
+namespace {
+
+// Where each segment goes, bottom up (see the header), and what is left.
+struct Placement {
+    PhysRange elfcorehdr;
+    std::string cmdline;  // the capture kernel's, elfcorehdr= first
+    std::uint64_t params = 0, params_size = 0;
+    std::uint64_t purgatory = 0;
+    std::uint64_t kernel = 0, kernel_memsz = 0;
+    std::uint64_t initrd = 0;
+    std::uint64_t free_bytes = 0;
+};
+
+Result<Placement> place_segments(const NativeCrashInputs& in, PhysRange region) {
+    Placement p;
+    RegionCursor cursor(region);
+    // The elfcorehdr where the kernel's own loader puts it, at the start.
+    auto elf_at = cursor.take("elfcorehdr", in.elfcorehdr_capacity, kPage);
+    if (!elf_at) return elf_at.error();
+    p.elfcorehdr = {*elf_at, *elf_at + align_up(in.elfcorehdr_capacity, kPage)};
+    p.cmdline = "elfcorehdr=" + hex_addr(p.elfcorehdr.start) + " " + in.cmdline;
+    // The file loader's rule: the prefix fits in the kElfcorehdrReserve bytes kept back.
+    if (auto ok = check_cmdline_len(in.kernel, in.cmdline.size() + 1); !ok) return ok.error();
+    p.params_size = kBootParamsSize + p.cmdline.size() + 1;
+    auto params_at = cursor.take("boot_params and command line", p.params_size, kPage);
+    if (!params_at) return params_at.error();
+    auto purgatory_at = cursor.take("purgatory", in.purgatory.memsz(), in.purgatory.alignment());
+    if (!purgatory_at) return purgatory_at.error();
+    p.kernel_memsz = std::max<std::uint64_t>(in.kernel.init_size, in.kernel.kernel_bytes);
+    auto kernel_at = cursor.take("kernel (init_size)", p.kernel_memsz,
+                                 std::max<std::uint64_t>(in.kernel.kernel_alignment, kPage));
+    if (!kernel_at) return kernel_at.error();
+    if (in.has_initrd) {
+        auto at = cursor.take("initrd", in.initrd.size(), kPage);
+        if (!at) return at.error();
+        p.initrd = *at;
+    }
+    p.params = *params_at;
+    p.purgatory = *purgatory_at;
+    p.kernel = *kernel_at;
+    p.free_bytes = cursor.free_bytes();
+    if (p.free_bytes < kControlReserve)
+        return plain_error("", "the crashkernel region of " + human_size(region.size()) + " leaves " +
+                                   human_size(p.free_bytes) + " for the kernel's control pages, under " +
+                                   human_size(kControlReserve) + "; reserve more with crashkernel=");
+    return p;
+}
+
+// The zero page and the command line after it.
+Result<CrashSegment> params_segment(const NativeCrashInputs& in, const Placement& p,
+                                    const std::vector<E820Entry>& memmap) {
+    BootParamsRequest bp;
+    bp.setup_header = std::span(in.kernel_file).subspan(0x1f1, in.kernel.setup_header_end - 0x1f1);
+    bp.firmware = bytes_of(in.firmware_boot_params);
+    bp.cmdline_addr = p.params + kBootParamsSize;
+    bp.initrd_addr = p.initrd;
+    bp.initrd_size = in.has_initrd ? in.initrd.size() : 0;
+    bp.memmap = memmap;
+    auto zero_page = build_boot_params(bp);
+    if (!zero_page) return zero_page.error();
+    CrashSegment params{"boot_params", {}, p.params, align_up(p.params_size, kPage)};
+    params.bytes.assign(kBootParamsSize + p.cmdline.size() + 1, 0);  // the NUL included
+    std::memcpy(params.bytes.data(), zero_page->data(), kBootParamsSize);
+    std::memcpy(params.bytes.data() + kBootParamsSize, p.cmdline.data(), p.cmdline.size());
+    return params;
+}
+
+// The purgatory placed and patched to check every other segment but the
+// elfcorehdr, which the kernel rewrites in place.
+Result<CrashSegment> purgatory_segment(const NativeCrashInputs& in, const Placement& p,
+                                       NativeCrashImage& image,
+                                       const std::vector<const CrashSegment*>& digested) {
+    PurgatoryPatch patch;
+    patch.kernel_entry = image.kernel_entry;
+    patch.boot_params = p.params;
+    std::vector<std::span<const std::uint8_t>> parts;
+    for (const CrashSegment* s : digested) {
+        image.digest_regions.push_back({s->mem, s->bytes.size()});
+        parts.push_back(bytes_of(s->bytes));
+    }
+    patch.regions = image.digest_regions;
+    auto digest = sha256_of(parts);
+    if (!digest) return digest.error();
+    patch.digest = *digest;
+    auto placed = in.purgatory.place(p.purgatory, patch);
+    if (!placed) return placed.error();
+    image.entry = placed->entry;
+    return CrashSegment{"purgatory", std::move(placed->image), p.purgatory, align_up(placed->memsz, kPage)};
+}
+
+// The kernel finds the elfcorehdr to rewrite by scanning for the ELF magic.
+Result<void> check_segments(const std::vector<CrashSegment>& segments) {
+    for (const auto& s : segments) {
+        const bool magic = s.bytes.size() >= 4 && std::memcmp(s.bytes.data(),
+                                                              "\x7f"
+                                                              "ELF",
+                                                              4) == 0;
+        if (magic != (s.what == "elfcorehdr"))
+            return plain_error(
+                "", "segment " + s.what + (magic ? " starts" : " does not start") +
+                        " with the ELF magic: the kernel would rewrite the wrong segment on hotplug");
+        if (s.bytes.size() > s.memsz)
+            return plain_error("", "segment " + s.what + " is larger than its memory");
+    }
+    return {};
+}
+
+}  // namespace
+
 Result<NativeCrashImage> plan_native_crash_image(const NativeCrashInputs& in) {
     NativeCrashImage image;
     auto regions = crash_regions(in.iomem, "/proc/iomem");
     if (!regions) return regions.error();
     image.crash_region = regions->main;
-    RegionCursor cursor(image.crash_region);
+    auto p = place_segments(in, image.crash_region);
+    if (!p) return p.error();
+    image.cmdline = p->cmdline;
+    image.free_bytes = p->free_bytes;
+    image.memmap = capture_memmap({in.iomem, image.crash_region, regions->low, in.crash_cma, p->elfcorehdr});
 
-    // The elfcorehdr where the kernel's own loader puts it, at the start.
-    auto elf_at = cursor.take("elfcorehdr", in.elfcorehdr_capacity, kPage);
-    if (!elf_at) return elf_at.error();
-    const PhysRange elfcorehdr{*elf_at, *elf_at + align_up(in.elfcorehdr_capacity, kPage)};
-
-    image.cmdline = "elfcorehdr=" + hex_addr(elfcorehdr.start) + " " + in.cmdline;
-    // The file loader's rule: the prefix fits in the kElfcorehdrReserve bytes kept back.
-    if (auto ok = check_cmdline_len(in.kernel, in.cmdline.size() + 1); !ok)
-        return ok.error();
-    const std::uint64_t params_size = kBootParamsSize + image.cmdline.size() + 1;
-    auto params_at = cursor.take("boot_params and command line", params_size, kPage);
-    if (!params_at) return params_at.error();
-    auto purgatory_at = cursor.take("purgatory", in.purgatory.memsz(), in.purgatory.alignment());
-    if (!purgatory_at) return purgatory_at.error();
-    const std::uint64_t kernel_memsz = std::max<std::uint64_t>(in.kernel.init_size, in.kernel.kernel_bytes);
-    auto kernel_at = cursor.take("kernel (init_size)", kernel_memsz, std::max<std::uint64_t>(in.kernel.kernel_alignment, kPage));
-    if (!kernel_at) return kernel_at.error();
-    std::uint64_t initrd_at = 0;
-    if (in.has_initrd) {
-        auto at = cursor.take("initrd", in.initrd.size(), kPage);
-        if (!at) return at.error();
-        initrd_at = *at;
-    }
-    image.free_bytes = cursor.free_bytes();
-    if (image.free_bytes < kControlReserve)
-        return plain_error("", "the crashkernel region of " + human_size(image.crash_region.size()) +
-                                   " leaves " + human_size(image.free_bytes) +
-                                   " for the kernel's control pages, under " + human_size(kControlReserve) +
-                                   "; reserve more with crashkernel=");
-
-    image.memmap = capture_memmap({in.iomem, image.crash_region, regions->low, in.crash_cma, elfcorehdr});
-    BootParamsRequest bp;
-    bp.setup_header = std::span(in.kernel_file).subspan(0x1f1, in.kernel.setup_header_end - 0x1f1);
-    bp.firmware = bytes_of(in.firmware_boot_params);
-    bp.cmdline_addr = *params_at + kBootParamsSize;
-    bp.initrd_addr = initrd_at;
-    bp.initrd_size = in.has_initrd ? in.initrd.size() : 0;
-    bp.memmap = image.memmap;
-    auto zero_page = build_boot_params(bp);
-    if (!zero_page) return zero_page.error();
-
-    CrashSegment params{"boot_params", {}, *params_at, align_up(params_size, kPage)};
-    params.bytes.assign(zero_page->begin(), zero_page->end());
-    params.bytes.insert(params.bytes.end(), image.cmdline.begin(), image.cmdline.end());
-    params.bytes.push_back(0);
-
-    CrashSegment kernel{"kernel", {}, *kernel_at, align_up(kernel_memsz, kPage)};
+    auto params = params_segment(in, *p, image.memmap);
+    if (!params) return params.error();
+    CrashSegment kernel{"kernel", {}, p->kernel, align_up(p->kernel_memsz, kPage)};
     kernel.bytes.assign(in.kernel_file.begin() + static_cast<std::ptrdiff_t>(in.kernel.kernel_offset),
                         in.kernel_file.end());
-    image.kernel_entry = *kernel_at + kEntry64Offset;
+    image.kernel_entry = p->kernel + kEntry64Offset;
+    CrashSegment initrd{"initrd", in.initrd, p->initrd, align_up(in.initrd.size(), kPage)};
+    std::vector<const CrashSegment*> digested{&*params, &kernel};
+    if (in.has_initrd) digested.push_back(&initrd);
+    auto purgatory = purgatory_segment(in, *p, image, digested);
+    if (!purgatory) return purgatory.error();
 
-    CrashSegment elf{"elfcorehdr", in.elfcorehdr, elfcorehdr.start, elfcorehdr.size()};
-
-    image.digest_regions.push_back({params.mem, params.bytes.size()});
-    image.digest_regions.push_back({kernel.mem, kernel.bytes.size()});
-    std::vector<std::span<const std::uint8_t>> digested{bytes_of(params.bytes), bytes_of(kernel.bytes)};
-    CrashSegment initrd{"initrd", {}, initrd_at, align_up(in.initrd.size(), kPage)};
-    if (in.has_initrd) {
-        initrd.bytes = in.initrd;
-        image.digest_regions.push_back({initrd.mem, initrd.bytes.size()});
-        digested.push_back(bytes_of(initrd.bytes));
-    }
-
-    PurgatoryPatch patch;
-    patch.kernel_entry = image.kernel_entry;
-    patch.boot_params = params.mem;
-    patch.regions = image.digest_regions;
-    auto digest = sha256_of(digested);
-    if (!digest) return digest.error();
-    patch.digest = *digest;
-    auto placed = in.purgatory.place(*purgatory_at, patch);
-    if (!placed) return placed.error();
-    image.entry = placed->entry;
-    CrashSegment purgatory{"purgatory", std::move(placed->image), *purgatory_at, align_up(placed->memsz, kPage)};
-
-    image.segments.push_back(std::move(elf));
-    image.segments.push_back(std::move(params));
-    image.segments.push_back(std::move(purgatory));
+    image.segments.push_back({"elfcorehdr", in.elfcorehdr, p->elfcorehdr.start, p->elfcorehdr.size()});
+    image.segments.push_back(std::move(*params));
+    image.segments.push_back(std::move(*purgatory));
     image.segments.push_back(std::move(kernel));
     if (in.has_initrd) image.segments.push_back(std::move(initrd));
-
-    // The kernel finds the elfcorehdr to rewrite by scanning for the ELF magic.
-    for (const auto& s : image.segments) {
-        const bool magic = s.bytes.size() >= 4 && std::memcmp(s.bytes.data(), "\x7f" "ELF", 4) == 0;
-        if (magic != (s.what == "elfcorehdr"))
-            return plain_error("", "segment " + s.what + (magic ? " starts" : " does not start") +
-                                       " with the ELF magic: the kernel would rewrite the wrong segment on hotplug");
-        if (s.bytes.size() > s.memsz) return plain_error("", "segment " + s.what + " is larger than its memory");
-    }
+    if (auto ok = check_segments(image.segments); !ok) return ok.error();
     return image;
 }
 
@@ -255,16 +297,18 @@ Result<void> kexec_load_crash(const Sysroot& root, const NativeCrashImage& image
 
 std::string explain_kexec_load_errno(int err) {
     switch (err) {
-    case EPERM:
-        return "the kernel refused kexec_load: CAP_SYS_BOOT missing, kexec_load_disabled set, "
-               "kexec_load_limit_panic used up, or lockdown (kexec_load is refused under any lockdown "
-               "level; use the file loader with a signed kernel)";
-    case ENOSYS: return "this kernel has no kexec_load (CONFIG_KEXEC off); use the file loader";
-    case EBUSY: return "another kexec load or unload is running; try again";
-    case EADDRNOTAVAIL: return "a segment or the entry point lies outside the crashkernel region";
-    case EINVAL: return "the kernel refused the segment list or the flags (overlap, alignment, or a kernel without the hotplug flag)";
-    case ENOMEM: return "the kernel could not allocate the image or its control pages";
-    default: return "the kernel refused the crash image";
+        case EPERM:
+            return "the kernel refused kexec_load: CAP_SYS_BOOT missing, kexec_load_disabled set, "
+                   "kexec_load_limit_panic used up, or lockdown (kexec_load is refused under any lockdown "
+                   "level; use the file loader with a signed kernel)";
+        case ENOSYS: return "this kernel has no kexec_load (CONFIG_KEXEC off); use the file loader";
+        case EBUSY: return "another kexec load or unload is running; try again";
+        case EADDRNOTAVAIL: return "a segment or the entry point lies outside the crashkernel region";
+        case EINVAL:
+            return "the kernel refused the segment list or the flags (overlap, alignment, or a kernel "
+                   "without the hotplug flag)";
+        case ENOMEM: return "the kernel could not allocate the image or its control pages";
+        default: return "the kernel refused the crash image";
     }
 }
 
