@@ -35,6 +35,7 @@ PRODUCT_BINARIES = {
     "luo-pattern": "tests/luo-pattern",            # test-only (tests/vm/luo-pattern.cpp)
     "fdstore-standin": "tests/fdstore-standin",    # test-only (tests/vm/fdstore-standin.cpp)
     "polkit-standin": "tests/polkit-standin",      # test-only (tests/vm/polkit-standin.cpp)
+    "no-kexec-file": "tests/no-kexec-file",        # test-only (tests/vm/no-kexec-file.cpp)
 }
 
 #: Product files that are not programs: build-dir path and where the guest gets them.
