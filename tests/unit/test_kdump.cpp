@@ -409,6 +409,28 @@ TEST(Kdump, AFailedNativeLoadRollsBackWithTheLoaderThatLoadedTheGoodImage) {
     EXPECT_EQ(b.backend.loads.back().loader, CrashLoader::native);
 }
 
+TEST(Kdump, ANativeRecipeTakesOverAnImageTheKernelCannotUpdate) {
+    // kdump-7.2-load: loaded by kexec -p, crash_hotplug 0.
+    Bench b("kdump-7.2-load");
+    CrashRecipe native = b.recipe();
+    native.loader = CrashLoader::native;
+    b.kdump->start(native);
+    ASSERT_TRUE(b.kdump->deadline()) << "the takeover is scheduled at start";
+    EXPECT_EQ(*b.kdump->deadline(), b.clock.t);
+    b.run_until(b.clock.t + 1 * sec);
+    ASSERT_EQ(b.backend.loads.size(), 1u);
+    EXPECT_EQ(b.backend.loads[0].loader, CrashLoader::native);
+    EXPECT_EQ(b.kdump->reloads(), 1u);
+    ASSERT_EQ(b.reports.size(), 1u);
+    EXPECT_NE(b.reports[0].cause.find("takeover"), std::string::npos) << b.reports[0].cause;
+
+    // With the file loader khod waits for a storm, as before.
+    Bench f("kdump-7.2-load");
+    f.kdump->start(f.recipe());
+    f.run_until(f.clock.t + 5 * sec);
+    EXPECT_TRUE(f.backend.loads.empty());
+}
+
 TEST(Kdump, WhenTheRollbackFailsTooKhodRetriesUntilACrashKernelIsBack) {
     Bench b("kdump-7.2-load");
     b.kdump->start(b.recipe());

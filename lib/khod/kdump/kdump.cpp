@@ -171,7 +171,19 @@ void Kdump::start(std::optional<CrashRecipe> configured, const std::string& conf
     } else if (!recipe_ && !configured_error.empty()) {
         last_error_ = "NoRecipe: " + configured_error;
     }
+    take_over_if_stale();
     notify(before);
+}
+
+void Kdump::take_over_if_stale() {
+    // Loader=native|auto asks for khod's own image, which the kernel keeps
+    // current. One it cannot (kexec-tools' plain kexec -p) is replaced now,
+    // once, rather than mid-way through the first storm.
+    if (!loaded() || cap_.in_place() || !cap_.kernel_supports_in_place() || retry_at_) return;
+    if (!recipe_ || recipe_->loader == CrashLoader::file) return;
+    dirty_ = true;
+    retry_at_ = clock_.now();
+    retry_cause_ = "takeover: the loaded crash kernel is not updated in place (crash_hotplug 0)";
 }
 
 void Kdump::recover(const KdumpRecord& record) {

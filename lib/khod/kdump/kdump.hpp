@@ -193,6 +193,9 @@ private:
     void close_window(Usec end);
     void add_window(UnloadedWindow w);
     bool missed_by_load(const HotplugEvent& event) const;
+    // At start: schedules replacing a loaded image the kernel cannot update
+    // in place when the recipe's loader is khod's own (native, auto).
+    void take_over_if_stale();
     // The kernel sent (and applied) this event after the last load's grace period.
     bool applied_after_load(const HotplugEvent& event) const;
     // The record, with the step about to begin when intent is given.
