@@ -1,6 +1,8 @@
 """khod as a Debian system service: enabled with systemctl, introspected with
 busctl, started by D-Bus activation, restarted by Restart= after SIGKILL and
 by the watchdog after SIGSTOP, with a prepared handover kept throughout.
+Then, in the same boot, its polkit actions under the real polkitd
+(distro/_polkit.py).
 
 Runs on the shared 7.2 kernel (KHO, so there is handover state to keep)
 booting the Debian rootfs directly (everything it needs is built in).
@@ -8,12 +10,14 @@ booting the Debian rootfs directly (everything it needs is built in).
 
 import re
 
+from distro import _polkit
 from vmtest import dig, expect, expect_eq
 from vmtest.distro import SHARED_KERNELS
 
-DESCRIPTION = "systemctl enable --now, busctl introspect, D-Bus activation, Restart=, WatchdogSec="
+DESCRIPTION = ("systemctl enable --now, busctl introspect, D-Bus activation, Restart=, WatchdogSec=; "
+               "real polkitd: mutating calls refused to a user, allowed to a rule's admin")
 KERNEL = "7.2"
-FILES = {"/boot/khod-test/bzImage": SHARED_KERNELS["7.2"]}
+FILES = {"/boot/khod-test/bzImage": SHARED_KERNELS["7.2"], **_polkit.FILES}
 INTERFACES = ["org.kexec.khod1.Handover", "org.kexec.khod1.Scratch", "org.kexec.khod1.Kdump",
               "org.kexec.khod1.LiveUpdate", "org.freedesktop.DBus.Properties",
               "org.freedesktop.DBus.Introspectable", "org.freedesktop.DBus.Peer"]
@@ -70,7 +74,7 @@ vm-marker rc-abort $?
 vm-put /tmp/abort.json abort.json
 journalctl -b --no-pager -o short-monotonic -u khod -u dbus > /tmp/khod-journal.txt 2>&1
 vm-put /tmp/khod-journal.txt khod-journal.txt
-'''
+''' + _polkit.GUEST_SCRIPT
 
 
 def handover_state(result, name):
@@ -120,3 +124,4 @@ def check(result):
     expect(parameter.startswith("kho_scratch=") and fits, f"Scratch.Plan: {parameter}, fits {fits}")
     expect_eq(result.marker("rc-abort").payload, "0", "khoctl abort")
     expect_eq(handover_state(result, "abort.json"), "idle", "State after abort")
+    _polkit.check(result)
