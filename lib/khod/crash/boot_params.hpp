@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "khod/base/iomem.hpp"
 #include "khod/base/result.hpp"
-#include "khod/scratch/memory_topology.hpp"
 
 namespace khod {
 

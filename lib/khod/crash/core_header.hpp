@@ -19,10 +19,25 @@
 #include <utility>
 #include <vector>
 
+#include "khod/base/iomem.hpp"
 #include "khod/base/result.hpp"
-#include "khod/crash/core_layout.hpp"
 
 namespace khod {
+
+// A note buffer in the crashed kernel's memory.
+struct CoreNote {
+    std::uint64_t paddr = 0;
+    std::uint64_t size = 0;
+    bool operator==(const CoreNote&) const = default;
+};
+
+// The kernel image as the kernel maps it: _text .. _end.
+struct KernelText {
+    std::uint64_t vaddr = 0;
+    std::uint64_t paddr = 0;
+    std::uint64_t size = 0;
+    bool operator==(const KernelText&) const = default;
+};
 
 // x86_64's __START_KERNEL_map: the kernel image is mapped at or above it, the
 // direct map (page_offset + paddr) always below it.
@@ -149,8 +164,6 @@ std::string note_type_name(const std::string& name, std::uint32_t type);
 std::string machine_name(std::uint16_t machine);
 
 nlohmann::json to_json(const CoreHeaderInfo& info);
-nlohmann::json to_json(const CoreLayout& layout);
 std::string format_core_header(const CoreHeaderInfo& info);
-std::string format_core_layout(const CoreLayout& layout);
 
 }  // namespace khod

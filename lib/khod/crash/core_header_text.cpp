@@ -7,6 +7,7 @@
 #include "khod/base/text_table.hpp"
 #include "khod/base/units.hpp"
 #include "khod/crash/core_header.hpp"
+#include "khod/crash/core_layout.hpp"
 
 namespace khod {
 

@@ -37,23 +37,10 @@ Error with_root_hint(Error e) {
     return e;
 }
 
+// "%llx" or "0x%llx".
 std::optional<std::uint64_t> parse_hex_token(std::string_view s) {
     if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) s.remove_prefix(2);
-    if (s.empty() || s.size() > 16) return std::nullopt;
-    std::uint64_t v = 0;
-    for (char c : s) {
-        int d;
-        if (c >= '0' && c <= '9')
-            d = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            d = c - 'A' + 10;
-        else
-            return std::nullopt;
-        v = (v << 4) | static_cast<std::uint64_t>(d);
-    }
-    return v;
+    return parse_hex_digits(s);
 }
 
 Result<void> read_cpu_notes(const Sysroot& root, CoreLayout& out) {

@@ -21,26 +21,12 @@
 #include <utility>
 #include <vector>
 
+#include "khod/base/iomem.hpp"
 #include "khod/base/result.hpp"
 #include "khod/base/sysroot.hpp"
-#include "khod/scratch/memory_topology.hpp"
+#include "khod/crash/core_header.hpp"
 
 namespace khod {
-
-// A note buffer in the crashed kernel's memory.
-struct CoreNote {
-    std::uint64_t paddr = 0;
-    std::uint64_t size = 0;
-    bool operator==(const CoreNote&) const = default;
-};
-
-// The kernel image as the kernel maps it: _text .. _end.
-struct KernelText {
-    std::uint64_t vaddr = 0;
-    std::uint64_t paddr = 0;
-    std::uint64_t size = 0;
-    bool operator==(const KernelText&) const = default;
-};
 
 struct CoreLayout {
     // One per possible CPU with a cpuN directory, in CPU order. The kernel
@@ -91,5 +77,9 @@ Result<std::vector<std::uint8_t>> build_elfcorehdr(const CoreLayout& layout);
 
 // Header size before padding: sizeof(Elf64_Ehdr) + phnum * sizeof(Elf64_Phdr).
 std::uint64_t elfcorehdr_bytes(std::uint64_t phnum);
+
+// The JSON and the text `khoctl elfcorehdr build` prints (core_header_text.cpp).
+nlohmann::json to_json(const CoreLayout& layout);
+std::string format_core_layout(const CoreLayout& layout);
 
 }  // namespace khod

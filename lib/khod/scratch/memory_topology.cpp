@@ -10,6 +10,8 @@
 #include <sstream>
 #include <system_error>
 
+#include "khod/base/hex.hpp"
+
 namespace khod {
 
 namespace {
@@ -23,24 +25,6 @@ std::string trim(std::string_view s) {
     while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
     while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
     return std::string(s.substr(b, e - b));
-}
-
-std::optional<std::uint64_t> parse_hex(std::string_view s) {
-    if (s.empty() || s.size() > 16) return std::nullopt;
-    std::uint64_t v = 0;
-    for (char c : s) {
-        int d;
-        if (c >= '0' && c <= '9')
-            d = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            d = c - 'A' + 10;
-        else
-            return std::nullopt;
-        v = (v << 4) | static_cast<std::uint64_t>(d);
-    }
-    return v;
 }
 
 bool starts_with_digits_after(const std::string& name, std::string_view prefix) {
@@ -337,7 +321,7 @@ void read_percpu_static(const Sysroot& root, ScratchInputs& in) {
         if (sp == std::string::npos) continue;
         std::string_view sym(line.c_str() + sp + 1);
         if (sym != "__per_cpu_start" && sym != "__per_cpu_end") continue;
-        auto addr = parse_hex(std::string_view(line).substr(0, line.find(' ')));
+        auto addr = parse_hex_digits(std::string_view(line).substr(0, line.find(' ')));
         if (!addr) continue;
         (sym == "__per_cpu_start" ? start : end) = *addr;
     }
@@ -370,8 +354,8 @@ void read_crash_cma(const Sysroot& root, ScratchInputs& in) {
         line = trim(line);
         if (line.empty()) continue;
         auto dash = line.find('-');
-        auto a = dash == std::string::npos ? std::nullopt : parse_hex(line.substr(0, dash));
-        auto b = dash == std::string::npos ? std::nullopt : parse_hex(line.substr(dash + 1));
+        auto a = dash == std::string::npos ? std::nullopt : parse_hex_digits(line.substr(0, dash));
+        auto b = dash == std::string::npos ? std::nullopt : parse_hex_digits(line.substr(dash + 1));
         if (!a || !b || *b < *a) {
             in.missing["crash_cma_ranges"] = path.host.string() + ": cannot parse \"" + line + "\"";
             in.crash_cma.clear();
@@ -403,36 +387,6 @@ std::uint64_t NodeTopology::present() const {
     std::uint64_t total = 0;
     for (const auto& b : blocks) total += b.size();
     return total;
-}
-
-Result<std::vector<IomemEntry>> parse_iomem(const std::string& text, const std::string& path) {
-    std::vector<IomemEntry> out;
-    std::istringstream s(text);
-    std::string line;
-    unsigned lineno = 0;
-    while (std::getline(s, line)) {
-        ++lineno;
-        if (trim(line).empty()) continue;
-        std::size_t indent = 0;
-        while (indent < line.size() && line[indent] == ' ') ++indent;
-        auto dash = line.find('-', indent);
-        auto colon = line.find(" : ", indent);
-        auto bad = [&] {
-            return plain_error(path + ":" + std::to_string(lineno), "not \"start-end : name\": " + line);
-        };
-        if (dash == std::string::npos || colon == std::string::npos || dash > colon) return bad();
-        auto a = parse_hex(std::string_view(line).substr(indent, dash - indent));
-        auto b = parse_hex(std::string_view(line).substr(dash + 1, colon - dash - 1));
-        if (!a || !b || *b < *a) return bad();
-        IomemEntry e;
-        e.depth = static_cast<unsigned>(indent / 2);
-        // The end is inclusive; one ending at the top of the address space
-        // cannot be made exclusive, so it loses its last byte, not wraps to 0.
-        e.range = {*a, *b == UINT64_MAX ? *b : *b + 1};
-        e.name = line.substr(colon + 3);
-        out.push_back(std::move(e));
-    }
-    return out;
 }
 
 std::optional<std::uint64_t> meminfo_bytes(const std::string& text, const std::string& key) {

@@ -20,20 +20,13 @@
 #include <string>
 #include <vector>
 
+#include "khod/base/iomem.hpp"
 #include "khod/base/result.hpp"
 #include "khod/base/sysroot.hpp"
 #include "khod/kexec/bzimage.hpp"
 #include "khod/kho/kho.hpp"
 
 namespace khod {
-
-// [start, end): physical addresses.
-struct PhysRange {
-    std::uint64_t start = 0;
-    std::uint64_t end = 0;
-    std::uint64_t size() const { return end - start; }
-    bool operator==(const PhysRange&) const = default;
-};
 
 struct NodeTopology {
     unsigned id = 0;
@@ -110,12 +103,6 @@ struct ScratchInputOptions {
 Result<ScratchInputs> read_scratch_inputs(const Sysroot& root, const ScratchInputOptions& options);
 
 // Parsers, exposed for tests.
-struct IomemEntry {
-    unsigned depth = 0;  // two spaces per level
-    PhysRange range;
-    std::string name;
-};
-Result<std::vector<IomemEntry>> parse_iomem(const std::string& text, const std::string& path);
 // "Name:   123 kB" lines of /proc/meminfo or nodeN/meminfo ("Node 0 Name: ..."), in bytes.
 std::optional<std::uint64_t> meminfo_bytes(const std::string& text, const std::string& key);
 // "name value" lines of /proc/vmstat.
