@@ -1,8 +1,8 @@
 """khod's polkit actions under the real polkitd: an unprivileged user is
 refused every mutating call, an admin granted by a polkit rule is let
-through, and everyone reads the properties. Not a scenario of its own (the
-leading underscore): distro-enable runs it at the end of its boot, which
-saves CI a guest boot.
+through, and everyone reads the properties. Shared (the leading
+underscore): distro-enable runs it at the end of its boot, which saves CI a
+guest boot, and distro-polkit runs it alone.
 """
 
 from vmtest import expect, expect_eq
