@@ -209,13 +209,17 @@ def report(elf: dict, sha: dict, sha_nosha: dict, load: dict, derived: dict) -> 
         row("khod per load (read_core_layout + build_elfcorehdr + elfcorehdr_capacity)", ms(t["load"]),
             f"(p90 {ms(p90['load']).strip()})"),
         row(f"  read_core_layout ({files - 1} files)", ms(t["read_core_layout"])),
+        row("khod per load after its first in a boot (CoreLayoutCache: notes, vmcoreinfo, kcore kept)",
+            ms(t["load_cached"]), f"(p90 {ms(p90['load_cached']).strip()}; header equal)"),
         row("  build_elfcorehdr (libelf into a memfd, read back)", ms(t["build_elfcorehdr"])),
         row("  elfcorehdr_capacity (1 file)", ms(t["elfcorehdr_capacity"])),
         row("baseline: kernel-style write of the same header (no libelf)", ms(t["kernel_style_write"]),
             "(bytes equal to build_elfcorehdr's)"),
         row(f"baseline: read floor, the same {files} files opened, read, closed", ms(t["read_floor"])),
-        f"  ratios: per load {t['load'] / GOAL_LOAD_SECONDS:.2f}x the 1 ms goal (goal <= 1.00x: "
-        f"{'met' if t['load'] <= GOAL_LOAD_SECONDS else 'MISSED'}); build_elfcorehdr / kernel-style write "
+        f"  ratios: first load of a boot {t['load'] / GOAL_LOAD_SECONDS:.2f}x the 1 ms goal (goal <= 1.00x: "
+        f"{'met' if t['load'] <= GOAL_LOAD_SECONDS else 'MISSED'}); later loads "
+        f"{t['load_cached'] / GOAL_LOAD_SECONDS:.2f}x ({'met' if t['load_cached'] <= GOAL_LOAD_SECONDS else 'MISSED'}); "
+        f"build_elfcorehdr / kernel-style write "
         f"{t['build_elfcorehdr'] / t['kernel_style_write']:.1f}x; read_core_layout / read floor "
         f"{t['read_core_layout'] / t['read_floor']:.2f}x",
     ]

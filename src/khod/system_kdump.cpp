@@ -56,6 +56,7 @@ Result<void> SystemKdumpBackend::load_native(const CrashRecipe& recipe) {
     request.max_cpus = native_.max_cpus;
     request.max_ranges = native_.max_ranges;
     request.kcore_fd = kcore_fd_;
+    request.layout_cache = &layout_cache_;
     auto inputs = read_native_crash_inputs(root_, request);
     if (!inputs) return inputs.error();
     auto image = plan_native_crash_image(*inputs);

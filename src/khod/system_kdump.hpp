@@ -4,6 +4,7 @@
 // loader says; and the clock khod measures with.
 #pragma once
 
+#include "khod/crash/core_layout.hpp"
 #include "khod/kdump/kdump.hpp"
 #include "khod/khod_config.hpp"
 
@@ -25,6 +26,7 @@ private:
     const Sysroot& root_;
     NativeLoaderConfig native_;
     int kcore_fd_;
+    CoreLayoutCache layout_cache_;  // this boot's per-CPU notes, vmcoreinfo, kcore headers
 };
 
 // CLOCK_MONOTONIC, the clock sd-event's timers use.

@@ -216,6 +216,35 @@ TEST(CoreLayout, PossibleCpusThatAreNotPresentHaveNoNotesAndAreListed) {
     EXPECT_EQ(layout->cpus_without_notes, (std::vector<unsigned>{2, 3}));
 }
 
+TEST(CoreLayout, ACacheKeepsWhatABootCannotChangeAndRereadsMemory) {
+    TempTree t;
+    t.copy_from(fixture("crash-7.2"));
+    Sysroot root(t.root());
+    CoreLayoutCache cache;
+    auto first = read_core_layout(root, -1, &cache);
+    ASSERT_TRUE(first) << first.error().describe();
+    EXPECT_EQ(cache.cpu_notes.size(), first->cpu_notes.size());
+    ASSERT_TRUE(cache.kcore_read);
+    // Gone from the tree, kept by the cache: notes, vmcoreinfo, kcore.
+    t.remove("sys/devices/system/cpu/cpu0/crash_notes");
+    t.remove("sys/kernel/vmcoreinfo");
+    t.remove("proc/kcore");
+    // Memory is read again: a hot-added range shows.
+    std::ifstream in(t.root() / "proc/iomem");
+    std::stringstream iomem;
+    iomem << in.rdbuf();
+    t.write("proc/iomem", iomem.str() + "8000000000-807fffffff : System RAM\n");
+    auto again = read_core_layout(root, -1, &cache);
+    ASSERT_TRUE(again) << again.error().describe();
+    EXPECT_EQ(again->cpu_notes, first->cpu_notes);
+    EXPECT_EQ(again->vmcoreinfo, first->vmcoreinfo);
+    EXPECT_EQ(again->kernel_text, first->kernel_text);
+    EXPECT_EQ(again->page_offset, first->page_offset);
+    EXPECT_EQ(again->ram.size(), first->ram.size() + 1);
+    EXPECT_EQ(again->ram.back(), (PhysRange{0x8000000000, 0x8080000000}));
+    EXPECT_FALSE(read_core_layout(root)) << "without the cache the removed files are missed";
+}
+
 TEST(CoreLayout, HotAddedMemoryIsItsOwnRange) {
     TempTree t;
     t.copy_from(fixture("crash-7.2"));

@@ -43,7 +43,7 @@ std::optional<std::uint64_t> parse_hex_token(std::string_view s) {
     return parse_hex_digits(s);
 }
 
-Result<void> read_cpu_notes(const Sysroot& root, CoreLayout& out) {
+Result<void> read_cpu_notes(const Sysroot& root, CoreLayout& out, CoreLayoutCache* cache) {
     const KernelPath possible_path = root.sys("devices/system/cpu/possible");
     auto possible_text = read_file(possible_path);
     if (!possible_text) return possible_text.error();
@@ -51,6 +51,12 @@ Result<void> read_cpu_notes(const Sysroot& root, CoreLayout& out) {
     if (!possible) return possible.error();
     if (possible->empty()) return plain_error(possible_path.host.string(), "lists no CPU");
     for (unsigned cpu : *possible) {
+        if (cache) {
+            if (auto known = cache->cpu_notes.find(cpu); known != cache->cpu_notes.end()) {
+                out.cpu_notes.push_back({cpu, known->second});
+                continue;
+            }
+        }
         const std::string dir = "devices/system/cpu/cpu" + std::to_string(cpu);
         const KernelPath notes_path = root.sys(dir + "/crash_notes");
         auto addr = read_hex_u64(notes_path);
@@ -77,6 +83,7 @@ Result<void> read_cpu_notes(const Sysroot& root, CoreLayout& out) {
             return plain_error(notes_path.host.string(),
                                "reads 0: no note buffer for cpu " + std::to_string(cpu));
         out.cpu_notes.push_back({cpu, CoreNote{*addr, *size}});
+        if (cache) cache->cpu_notes[cpu] = CoreNote{*addr, *size};
     }
     return {};
 }
@@ -277,12 +284,27 @@ std::vector<PhysRange> exclude_ranges(const std::vector<PhysRange>& ram, const s
     return out;
 }
 
-Result<CoreLayout> read_core_layout(const Sysroot& root, int kcore_fd) {
+Result<CoreLayout> read_core_layout(const Sysroot& root, int kcore_fd, CoreLayoutCache* cache) {
     CoreLayout out;
-    if (auto r = read_cpu_notes(root, out); !r) return r.error();
-    if (auto r = read_vmcoreinfo(root, out); !r) return r.error();
+    if (auto r = read_cpu_notes(root, out, cache); !r) return r.error();
+    if (cache && cache->vmcoreinfo) {
+        out.vmcoreinfo = *cache->vmcoreinfo;
+    } else {
+        if (auto r = read_vmcoreinfo(root, out); !r) return r.error();
+        if (cache) cache->vmcoreinfo = out.vmcoreinfo;
+    }
     if (auto r = read_memory(root, out); !r) return r.error();
-    if (auto r = read_kcore(root, kcore_fd, out); !r) return r.error();
+    if (cache && cache->kcore_read) {
+        out.kernel_text = cache->kernel_text;
+        out.page_offset = cache->page_offset;
+    } else {
+        if (auto r = read_kcore(root, kcore_fd, out); !r) return r.error();
+        if (cache) {
+            cache->kcore_read = true;
+            cache->kernel_text = out.kernel_text;
+            cache->page_offset = out.page_offset;
+        }
+    }
     return out;
 }
 

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -51,7 +52,19 @@ struct CoreLayout {
 // when given, is /proc/kcore opened by someone allowed to (khod's unit has
 // systemd open it: the sandbox hides the file and opening it takes
 // CAP_SYS_RAWIO, reading an open one does not); it is read, not closed.
-Result<CoreLayout> read_core_layout(const Sysroot& root, int kcore_fd = -1);
+//
+// cache, when given, keeps what cannot change within a boot between calls
+// (khod's loads): each CPU's crash_notes buffer (allocated per possible CPU
+// at boot), the vmcoreinfo note, and what /proc/kcore says. Memory, the
+// possible and present CPUs and the crash regions are read every time.
+struct CoreLayoutCache {
+    std::map<unsigned, CoreNote> cpu_notes;
+    std::optional<CoreNote> vmcoreinfo;
+    bool kcore_read = false;
+    std::optional<KernelText> kernel_text;
+    std::uint64_t page_offset = 0;
+};
+Result<CoreLayout> read_core_layout(const Sysroot& root, int kcore_fd = -1, CoreLayoutCache* cache = nullptr);
 
 // /sys/kernel/kexec/crash_cma_ranges: "%08llx-%08llx" per crashkernel=,cma
 // range, inclusive ends (Linux 7.x); no ranges where the file does not exist.

@@ -43,7 +43,8 @@ struct NativeCrashRequest {
     // Room in the elfcorehdr where the kernel offers no crash_elfcorehdr_size.
     unsigned max_cpus = 8192;
     unsigned max_ranges = 8192;
-    int kcore_fd = -1;  // /proc/kcore opened for khod (read_core_layout)
+    int kcore_fd = -1;                        // /proc/kcore opened for khod (read_core_layout)
+    CoreLayoutCache* layout_cache = nullptr;  // kept by khod between loads of one boot
 };
 
 // Everything a plan is made from, read once.
