@@ -123,7 +123,7 @@ Result<NativeCrashInputs> read_native_crash_inputs(const Sysroot& root, const Na
     if (auto bp = read_file(root.sys("kernel/boot_params/data")); bp && bp->size() >= kBootParamsSize)
         in.firmware_boot_params.assign(bp->begin(), bp->begin() + kBootParamsSize);
 
-    auto layout = read_core_layout(root, request.kcore_fd);
+    auto layout = read_core_layout(root, request.kcore_fd, request.layout_cache);
     if (!layout) return layout.error();
     auto header = build_elfcorehdr(*layout);
     if (!header) return header.error();
