@@ -34,16 +34,21 @@ std::string hex_addr(std::uint64_t v) {
     return buf;
 }
 
-Result<std::vector<std::uint8_t>> read_whole(const std::filesystem::path& path) {
+Result<UniqueFd> open_regular(const std::filesystem::path& path) {
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid()) return errno_error(errno, path.string(), "cannot open");
+    return fd;
+}
+
+// The whole of an open regular file, read through that fd.
+Result<std::vector<std::uint8_t>> read_whole(int fd, const std::filesystem::path& path) {
     struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) return errno_error(errno, path.string(), "cannot stat");
+    if (::fstat(fd, &st) != 0) return errno_error(errno, path.string(), "cannot stat");
     if (!S_ISREG(st.st_mode)) return plain_error(path.string(), "is not a regular file");
     std::vector<std::uint8_t> data(static_cast<std::size_t>(st.st_size));
     std::size_t at = 0;
     while (at < data.size()) {
-        const ssize_t n = ::pread(fd.get(), data.data() + at, data.size() - at, static_cast<off_t>(at));
+        const ssize_t n = ::pread(fd, data.data() + at, data.size() - at, static_cast<off_t>(at));
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return errno_error(errno, path.string(), "cannot read");
         if (n == 0) return plain_error(path.string(), "shrank while it was read");
@@ -89,20 +94,21 @@ Result<NativeCrashInputs> read_native_crash_inputs(const Sysroot& root, const Na
     NativeCrashInputs in;
     in.purgatory = std::move(*purgatory);
 
-    auto kernel_file = read_whole(request.kernel);
+    // One fd for the header check and the bytes: the file cannot change between them.
+    auto kernel_fd = open_regular(request.kernel);
+    if (!kernel_fd) return kernel_fd.error();
+    auto info = read_bzimage(kernel_fd->get(), request.kernel.string());
+    if (!info) return info.error();
+    in.kernel = std::move(*info);
+    auto kernel_file = read_whole(kernel_fd->get(), request.kernel);
     if (!kernel_file) return kernel_file.error();
     in.kernel_file = std::move(*kernel_file);
-    {
-        UniqueFd fd(::open(request.kernel.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!fd.valid()) return errno_error(errno, request.kernel.string(), "cannot open");
-        auto info = read_bzimage(fd.get(), request.kernel.string());
-        if (!info) return info.error();
-        in.kernel = std::move(*info);
-    }
     if (in.kernel.file_size != in.kernel_file.size())
         return plain_error(request.kernel.string(), "changed while it was read");
     if (!request.initrd.empty()) {
-        auto initrd = read_whole(request.initrd);
+        auto initrd_fd = open_regular(request.initrd);
+        if (!initrd_fd) return initrd_fd.error();
+        auto initrd = read_whole(initrd_fd->get(), request.initrd);
         if (!initrd) return initrd.error();
         in.initrd = std::move(*initrd);
         in.has_initrd = true;
