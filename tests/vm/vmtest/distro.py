@@ -30,7 +30,7 @@ from .kernel import require_kernel
 from .report import describe_error, join_details, log
 from .results import expect, generic_checks
 from .runner import Outcome, Scenario, boot_and_collect, discover_scenarios, load_scenario, scenario_name
-from .cli import add_run_options, conclude, report_outcome, work_root
+from .cli import add_run_options, conclude, report_outcome, run_all, work_root
 
 DISTRO_DIR = HERE / "distro"
 SHARED_KERNELS = {"7.2": REPO.parent / "shared/vm/bzImage", "7.3": REPO.parent / "shared/vm/7.3/bzImage"}
@@ -163,19 +163,30 @@ def main(argv: Optional[list[str]] = None) -> int:
     outcomes: list[Outcome] = []
     try:
         tree = guest_tree(args, root, names, outcomes)
-        for name in names if tree else []:
-            try:
-                sc = load(name)
-            except Exception as e:           # noqa: BLE001
-                reason, details = describe_error(e)
-                outcomes.append(Outcome(name, False, 0.0, reason, details))
-            else:
-                outcomes.append(run_one(sc, tree, root))
-            report_outcome(outcomes[-1])
+        if tree:
+            outcomes += run_all(names, lambda n: load_and_run(n, tree, root), args.jobs, scenario_boots)
     except BaseException:
         conclude(outcomes, root, keep, None)
         raise
     return conclude(outcomes, root, keep, args.json_summary)
+
+
+def load_and_run(name: str, tree: distro_image.DistroTree, root: Path) -> Outcome:
+    try:
+        sc = load(name)
+    except Exception as e:                   # noqa: BLE001
+        reason, details = describe_error(e)
+        return Outcome(name, False, 0.0, reason, details)
+    return run_one(sc, tree, root)
+
+
+def scenario_boots(name: str) -> int:
+    try:
+        sc = load(name)
+    except Exception:                        # noqa: BLE001 - load_and_run reports it
+        return 1
+    # A TIMEOUT of its own marks a long guest (kdump-tools: boot, crash, capture).
+    return max(int(sc.attr("BOOTS", 1) or 1), int(float(sc.attr("TIMEOUT", 0) or 0) // 120))
 
 
 def guest_tree(args: argparse.Namespace, root: Path, names: list[str],

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -200,10 +201,20 @@ def prepare_tree(deb: Path, workdir: Path, log: Path) -> DistroTree:
     return DistroTree(root, release, kernel, initrd)
 
 
+#: pack_disk lends the one shared tree to a scenario: guests started in
+#: parallel (--jobs) take turns at it.
+_TREE_IN_USE = threading.Lock()
+
+
 def pack_disk(tree: DistroTree, scenario_files: dict[str, bytes | str | Path], disk: Path, log: Path):
     """Packs the tree with the scenario's files (guest path -> content or a
-    host file) into
-    `disk`, then puts the tree back as it was for the next scenario."""
+    host file) into `disk`, then puts the tree back as it was for the next
+    scenario."""
+    with _TREE_IN_USE:
+        _pack_disk(tree, scenario_files, disk, log)
+
+
+def _pack_disk(tree: DistroTree, scenario_files: dict[str, bytes | str | Path], disk: Path, log: Path):
     saved: dict[Path, Optional[bytes]] = {}
     try:
         for guest_path, content in scenario_files.items():
