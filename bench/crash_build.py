@@ -3,7 +3,7 @@
 (issue 12): the elfcorehdr for 1024 CPUs and 1024 RAM ranges, and SHA-256
 over 64 MiB of segments, each against a baseline measured in the same run.
 
-    bench/crash_build.py [--builddir build] [--iterations 1000] [--rounds 15] [--json FILE]
+    bench/crash_build.py [--builddir build-bench] [--iterations 1000] [--rounds 15] [--json FILE]
 
 It builds nothing: `<builddir>/bench/crash-bench` (bench/crash_bench.cpp,
 built when meson was set up with -Dbench=true, off by default)
@@ -80,6 +80,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from optimized_build import DEFAULT_BUILDDIR, require_optimized  # noqa: E402
 FIXTURE = REPO / "tests" / "fixtures" / "crash-7.2"
 
 MiB = 1 << 20
@@ -264,11 +266,12 @@ def report(elf: dict, sha: dict, sha_nosha: dict, load: dict, derived: dict) -> 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--builddir", type=Path, default=REPO / "build")
+    ap.add_argument("--builddir", type=Path, default=DEFAULT_BUILDDIR)
     ap.add_argument("--iterations", type=int, default=1000, help="elfcorehdr builds timed (default 1000)")
     ap.add_argument("--rounds", type=int, default=15, help="SHA-256 rounds (default 15)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    require_optimized(args.builddir)
 
     exe = args.builddir / "bench" / "crash-bench"
     if not os.access(exe, os.X_OK):

@@ -46,7 +46,7 @@ plain kexec, to khod ready in the next kernel.
 Goals (issue): luo-SIZE / plain <= 1.10; disk-SIZE / luo-SIZE >= 5. A missed
 goal is reported, not an error; the exit code is 1 only for a broken run.
 
-Usage: bench/luo_blackout.py [--builddir build] [--size 1G] [--small 256M] [--json FILE]
+Usage: bench/luo_blackout.py [--builddir build-bench] [--size 1G] [--small 256M] [--json FILE]
                               [--keep DIR] [--analyse DIR]
 """
 
@@ -66,6 +66,8 @@ import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from optimized_build import DEFAULT_BUILDDIR, require_optimized  # noqa: E402
 sys.path.insert(0, str(REPO / "tests" / "vm"))
 import vmtest  # noqa: E402
 from scenarios import _luo  # noqa: E402
@@ -513,7 +515,7 @@ def write_json(args, results, ratios, boots, release, seconds):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--builddir", type=Path, default=REPO / "build")
+    ap.add_argument("--builddir", type=Path, default=DEFAULT_BUILDDIR)
     ap.add_argument("--size", type=parse_size, default=parse_size("1G"),
                     help="the large size (default 1G), for LUO and the disk")
     ap.add_argument("--small", type=parse_size, default=parse_size("256M"),
@@ -523,6 +525,7 @@ def main() -> int:
     ap.add_argument("--analyse", type=Path, metavar="DIR",
                     help="no VM: analyse the run kept in DIR (--keep DIR) again, with its --size and --small")
     args = ap.parse_args()
+    require_optimized(args.builddir)
     release = vmtest.kernel_release(vmtest.default_kernel())
     # the build dir may be rebuilt during a run: what the initramfs got is what was there now
     mtime = vmtest.product_binary(args.builddir, "khod").stat().st_mtime
