@@ -139,6 +139,23 @@ bool KhodClient::properties(const char* interface, nlohmann::json& out, BusFailu
     return true;
 }
 
+bool KhodClient::property(const char* interface, const char* name, nlohmann::json& out, BusFailure& failure) {
+    sd_bus_error error = SD_BUS_ERROR_NULL;
+    sd_bus_message* reply = nullptr;
+    int r = sd_bus_call_method(bus_, khod1::bus_name, khod1::object_path, "org.freedesktop.DBus.Properties",
+                               "Get", &error, &reply, "ss", interface, name);
+    bool ok = check(r, &error, "reading a property", failure);
+    sd_bus_error_free(&error);
+    if (!ok) return false;
+    r = read_value(reply, out);
+    sd_bus_message_unref(reply);
+    if (r < 0) {
+        failure = {SD_BUS_ERROR_INVALID_ARGS, std::string("malformed reply: ") + std::strerror(-r)};
+        return false;
+    }
+    return true;
+}
+
 int report_failure(const BusFailure& failure, bool json) {
     if (json) {
         std::cout << nlohmann::json{{"ok", false},

@@ -37,6 +37,8 @@ public:
                                const char* signature, Args... args);
     // Every property of an interface as JSON (strings, numbers, arrays of structs as arrays).
     bool properties(const char* interface, nlohmann::json& out, BusFailure& failure);
+    // One property: khod computes only that one (GetAll reads files for some).
+    bool property(const char* interface, const char* name, nlohmann::json& out, BusFailure& failure);
 
 private:
     explicit KhodClient(sd_bus* bus) : bus_(bus) {}

@@ -32,9 +32,11 @@ int call_and_show(const GlobalOptions& global, const char* method, const char* d
 // Says who khod will wait for before the reboot (the barrier's inhibitors).
 void print_inhibitors(KhodClient& client) {
     BusFailure ignored;
-    nlohmann::json props;
-    if (!client.properties(khod1::liveupdate_interface, props, ignored)) return;
-    for (const auto& i : props.value("Inhibitors", nlohmann::json::array()))
+    nlohmann::json inhibitors;
+    if (!client.property(khod1::liveupdate_interface, "Inhibitors", inhibitors, ignored) ||
+        !inhibitors.is_array())
+        return;
+    for (const auto& i : inhibitors)
         if (i.is_array() && i.size() == 4)
             std::cout << "waiting for inhibitor " << i[0].get<std::string>() << " ("
                       << i[1].get<std::string>() << "), pid " << i[3] << '\n';

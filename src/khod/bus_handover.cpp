@@ -18,7 +18,7 @@ namespace khod {
 namespace {
 
 // The release the target's bzImage header names, for the journal; empty when it names none.
-std::string target_release(const HandoverTarget& target) {
+std::string release_of(const HandoverTarget& target) {
     auto image = read_bzimage(std::filesystem::path(target.kernel));
     return image && image->release ? *image->release : std::string();
 }
@@ -117,9 +117,17 @@ int HandoverObject::reply(sd_bus_message* m, sd_bus_error* error, const Result<v
     log(LOG_INFO, "%s done, state %s", sd_bus_message_get_member(m), to_string(handover_->state()));
     if (std::strcmp(sd_bus_message_get_member(m), "Finalize") == 0 &&
         handover_->state() == HandoverState::loaded)
-        log_event(live_update_staged_event(handover_->target(), target_release(handover_->target()),
-                                           handover_->abi()));
+        log_event(live_update_staged_event(handover_->target(), target_release(true), handover_->abi()));
     return sd_bus_reply_method_return(m, "");
+}
+
+const std::string& HandoverObject::target_release(bool reread) {
+    const HandoverTarget& target = handover_->target();
+    if (reread || release_kernel_ != target.kernel) {
+        release_ = release_of(target);
+        release_kernel_ = target.kernel;
+    }
+    return release_;
 }
 
 int HandoverObject::method_prepare(sd_bus_message* m, void* userdata, sd_bus_error* error) {
@@ -237,7 +245,7 @@ void HandoverObject::reboot_now(const Result<void, Failure>& ready) {
     }
     sd_bus_flush(bus_);
     const LuoSessions* sessions = gate_ ? gate_->sessions() : nullptr;
-    log_event(live_update_exec_event(handover_->target(), target_release(handover_->target()),
+    log_event(live_update_exec_event(handover_->target(), target_release(false),
                                      sessions ? sessions->outgoing().size() : 0,
                                      sessions ? sessions->outgoing_bytes() : 0));
     auto r = handover_->complete_exec();

@@ -43,6 +43,9 @@ private:
     void reboot_now(const Result<void, Failure>& ready);
 
     int reply(sd_bus_message* m, sd_bus_error* error, const Result<void, Failure>& result);
+    // The target's release for the journal: read at Finalize and kept, so the
+    // exec does not read the bzImage again on its way to the reboot.
+    const std::string& target_release(bool reread);
     void emit_changed(const std::vector<std::string>& properties);
 
     sd_bus* bus_;
@@ -54,6 +57,7 @@ private:
     std::uint64_t exec_request_flags_ = 0;  // as the caller sent them, for the gate's second look
     SdBusSlotPtr slot_;
     SdEventSourcePtr exec_source_;
+    std::string release_kernel_, release_;  // target_release()'s cache: the bzImage path, its release
 };
 
 }  // namespace khod
