@@ -1,6 +1,7 @@
 """The build packaging/ makes carries no test backends: khod configured with
 the options of packaging/debian/rules has no fake kexec or kdump code in it,
-and `--fake-kexec` says plainly that this build cannot do it."""
+and `--fake-kexec` says plainly that this build cannot do it. What it ships
+carries all of meson.build's hardening, fortification included."""
 
 import os
 import re
@@ -9,6 +10,7 @@ import subprocess
 import unittest
 from pathlib import Path
 
+from hardening import check_hardened, fortifiable
 from khodbus import REPO
 
 PACKAGED_BUILDDIR = os.environ.get("KHOD_PACKAGED_BUILDDIR")
@@ -39,6 +41,13 @@ class PackagedBuild(unittest.TestCase):
         self.assertNotIn("FakeKexecBackend", r.stdout)
         self.assertNotIn("FakeKdumpBackend", r.stdout)
         self.assertIn("khod::make_backends", r.stdout)
+
+    def test_shipped_programs_are_hardened_and_fortified(self):
+        builddir = Path(PACKAGED_BUILDDIR)
+        self.assertTrue(fortifiable(builddir), "the packaged build is not optimized: it cannot be fortified")
+        for program in (self.khod, builddir / "src/khoctl/khoctl"):
+            with self.subTest(program=program.name):
+                check_hardened(self, program, fortified=True)
 
     def test_fake_kexec_is_refused_by_name(self):
         r = subprocess.run([str(self.khod), "--sysroot", str(REPO / "tests/fixtures/vm-7.2-kho"), "--fake-kexec"],
