@@ -82,6 +82,20 @@ Result<std::string> read_file(const KernelPath& path) {
     return data;
 }
 
+Result<std::string> read_value(const KernelPath& path) {
+    UniqueFd fd(::open(path.host.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    if (!fd.valid()) return errno_error(errno, host_string(path), "cannot open");
+    char buf[4096];
+    ssize_t n = 0;
+    do {
+        n = ::read(fd.get(), buf, sizeof buf);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return errno_error(errno, host_string(path), "cannot read");
+    if (static_cast<size_t>(n) == sizeof buf)
+        return plain_error(host_string(path), "a page or more: not one value");
+    return std::string(buf, static_cast<size_t>(n));
+}
+
 Result<void> write_file(const KernelPath& path, std::string_view data) {
     UniqueFd fd(::open(path.host.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOCTTY));
     if (!fd.valid()) return errno_error(errno, host_string(path), "cannot open for writing");
@@ -117,13 +131,13 @@ Result<std::uint64_t> parse_u64(std::string_view text, const std::string& what) 
 }
 
 Result<std::uint64_t> read_u64(const KernelPath& path) {
-    auto text = read_file(path);
+    auto text = read_value(path);
     if (!text) return text.error();
     return parse_u64(*text, host_string(path));
 }
 
 Result<std::uint64_t> read_hex_u64(const KernelPath& path) {
-    auto text = read_file(path);
+    auto text = read_value(path);
     if (!text) return text.error();
     std::string_view t = trim(*text);
     std::uint64_t value = 0;

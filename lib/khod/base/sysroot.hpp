@@ -53,6 +53,10 @@ private:
 
 // Whole file, byte-exact. sysfs and debugfs report fake sizes, so this reads to EOF.
 Result<std::string> read_file(const KernelPath& path);
+// One value of at most a page, in one read(): a sysfs attribute's show()
+// hands over all of it at once, so the read() that would see EOF is skipped
+// (a load reads two attributes for each of up to thousands of CPUs).
+Result<std::string> read_value(const KernelPath& path);
 // The file's text with trailing whitespace removed.
 Result<std::string> read_trimmed(const KernelPath& path);
 // An unsigned number written in decimal, or hex with 0x ("%llu", "0x%llx").

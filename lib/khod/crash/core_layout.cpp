@@ -43,6 +43,16 @@ std::optional<std::uint64_t> parse_hex_token(std::string_view s) {
     return parse_hex_digits(s);
 }
 
+Result<std::uint64_t> read_notes_size(const KernelPath& path) {
+    auto size = read_u64(path);
+    if (!size) return with_root_hint(size.error());
+    // crash_notes_memory_init(): one note_buf_t per CPU, at most a page.
+    if (*size == 0 || *size > kPage)
+        return plain_error(path.host.string(),
+                           std::to_string(*size) + " bytes is not a note buffer (1 to 4096 bytes)");
+    return *size;
+}
+
 Result<void> read_cpu_notes(const Sysroot& root, CoreLayout& out, CoreLayoutCache* cache) {
     const KernelPath possible_path = root.sys("devices/system/cpu/possible");
     auto possible_text = read_file(possible_path);
@@ -50,6 +60,7 @@ Result<void> read_cpu_notes(const Sysroot& root, CoreLayout& out, CoreLayoutCach
     auto possible = parse_list(*possible_text, possible_path.host.string());
     if (!possible) return possible.error();
     if (possible->empty()) return plain_error(possible_path.host.string(), "lists no CPU");
+    std::optional<std::uint64_t> notes_size;
     for (unsigned cpu : *possible) {
         if (cache) {
             if (auto known = cache->cpu_notes.find(cpu); known != cache->cpu_notes.end()) {
@@ -72,18 +83,17 @@ Result<void> read_cpu_notes(const Sysroot& root, CoreLayout& out, CoreLayoutCach
                                    "(CONFIG_CRASH_DUMP off?)");
             return with_root_hint(addr.error());
         }
-        const KernelPath size_path = root.sys(dir + "/crash_notes_size");
-        auto size = read_u64(size_path);
-        if (!size) return with_root_hint(size.error());
-        // crash_notes_memory_init(): one note_buf_t per CPU, at most a page.
-        if (*size == 0 || *size > kPage)
-            return plain_error(size_path.host.string(),
-                               std::to_string(*size) + " bytes is not a note buffer (1 to 4096 bytes)");
+        // Every CPU's crash_notes_size shows sizeof(note_buf_t): read once.
+        if (!notes_size) {
+            auto size = read_notes_size(root.sys(dir + "/crash_notes_size"));
+            if (!size) return size.error();
+            notes_size = *size;
+        }
         if (*addr == 0)
             return plain_error(notes_path.host.string(),
                                "reads 0: no note buffer for cpu " + std::to_string(cpu));
-        out.cpu_notes.push_back({cpu, CoreNote{*addr, *size}});
-        if (cache) cache->cpu_notes[cpu] = CoreNote{*addr, *size};
+        out.cpu_notes.push_back({cpu, CoreNote{*addr, *notes_size}});
+        if (cache) cache->cpu_notes[cpu] = CoreNote{*addr, *notes_size};
     }
     return {};
 }
