@@ -16,7 +16,7 @@ from typing import Callable, Optional
 from .capture import cmd_capture
 from .host import SCENARIO_DIR, default_builddir
 from .report import describe_error, join_details, log
-from .runner import Outcome, discover_scenarios, load_scenario, run_scenario, scenario_name
+from .runner import Outcome, Scenario, discover_scenarios, load_scenario, run_scenario, scenario_name
 
 
 def run_arguments(argv: list[str]) -> argparse.Namespace:
@@ -59,6 +59,19 @@ def longest_first(names: list[str], boots_of: Callable[[str], int]) -> list[str]
     """The order guests start in: the ones with most boots first, so a long one
     does not start last and keep the run waiting alone (a stable sort)."""
     return sorted(names, key=lambda n: -boots_of(n))
+
+
+def guest_length(load: Callable[[str], Scenario]) -> Callable[[str], int]:
+    """How long a scenario's guest runs, roughly, for longest_first(): its
+    boots, or its own TIMEOUT in 2-minute units where it set one (kdump-tools:
+    boot, crash, capture); 1 for one that does not load (its run says why)."""
+    def length(name: str) -> int:
+        try:
+            sc = load(name)
+        except Exception:                   # noqa: BLE001
+            return 1
+        return max(int(sc.attr("BOOTS", 1) or 1), int(float(sc.attr("TIMEOUT", 0) or 0) // 120))
+    return length
 
 
 def run_all(names: list[str], run: Callable[[str], Outcome], jobs: int,
@@ -145,18 +158,11 @@ def cmd_run(argv: list[str]) -> int:
     try:
         if not names:
             outcomes.append(Outcome("(none)", False, 0.0, f"no scenarios in {SCENARIO_DIR}"))
-        outcomes += run_all(names, lambda n: run_one(n, args, root), args.jobs, scenario_boots)
+        outcomes += run_all(names, lambda n: run_one(n, args, root), args.jobs, guest_length(load_scenario))
     except BaseException:
         conclude(outcomes, root, keep, None)
         raise
     return conclude(outcomes, root, keep, args.json_summary)
-
-
-def scenario_boots(name: str) -> int:
-    try:
-        return int(load_scenario(name).attr("BOOTS", 1) or 1)
-    except Exception:                       # noqa: BLE001 - run_one reports it
-        return 1
 
 
 def cmd_list(argv: list[str]) -> int:

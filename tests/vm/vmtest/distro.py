@@ -30,7 +30,7 @@ from .kernel import require_kernel
 from .report import describe_error, join_details, log
 from .results import expect, generic_checks
 from .runner import Outcome, Scenario, boot_and_collect, discover_scenarios, load_scenario, scenario_name
-from .cli import add_run_options, conclude, report_outcome, run_all, work_root
+from .cli import add_run_options, conclude, guest_length, report_outcome, run_all, work_root
 
 DISTRO_DIR = HERE / "distro"
 SHARED_KERNELS = {"7.2": REPO.parent / "shared/vm/bzImage", "7.3": REPO.parent / "shared/vm/7.3/bzImage"}
@@ -164,7 +164,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         tree = guest_tree(args, root, names, outcomes)
         if tree:
-            outcomes += run_all(names, lambda n: load_and_run(n, tree, root), args.jobs, scenario_boots)
+            outcomes += run_all(names, lambda n: load_and_run(n, tree, root), args.jobs, guest_length(load))
     except BaseException:
         conclude(outcomes, root, keep, None)
         raise
@@ -178,15 +178,6 @@ def load_and_run(name: str, tree: distro_image.DistroTree, root: Path) -> Outcom
         reason, details = describe_error(e)
         return Outcome(name, False, 0.0, reason, details)
     return run_one(sc, tree, root)
-
-
-def scenario_boots(name: str) -> int:
-    try:
-        sc = load(name)
-    except Exception:                        # noqa: BLE001 - load_and_run reports it
-        return 1
-    # A TIMEOUT of its own marks a long guest (kdump-tools: boot, crash, capture).
-    return max(int(sc.attr("BOOTS", 1) or 1), int(float(sc.attr("TIMEOUT", 0) or 0) // 120))
 
 
 def guest_tree(args: argparse.Namespace, root: Path, names: list[str],
