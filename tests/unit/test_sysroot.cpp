@@ -117,6 +117,24 @@ TEST(ReadHexU64, ReadsBlockSizeBytes) {
     EXPECT_FALSE(read_hex_u64(root.sys("x")));
 }
 
+// read_value() takes one read(): a page or more is not an attribute's value,
+// and says so rather than parsing a part of it.
+TEST(ReadValue, OneValueInOneReadAndAPageIsRefused) {
+    TempTree t;
+    Sysroot root(t.root());
+    t.write("sys/devices/system/cpu/cpu0/crash_notes", "7dc1a000\n");
+    auto v = read_value(root.sys("devices/system/cpu/cpu0/crash_notes"));
+    ASSERT_TRUE(v) << v.error().describe();
+    EXPECT_EQ(*v, "7dc1a000\n");
+    t.write("sys/big", std::string(4096, '1'));
+    auto big = read_u64(root.sys("big"));
+    ASSERT_FALSE(big);
+    EXPECT_NE(big.error().describe().find("not one value"), std::string::npos) << big.error().describe();
+    auto missing = read_value(root.sys("none"));
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.error().code, ENOENT);
+}
+
 TEST(ReadFlag, OnlyZeroAndOne) {
     TempTree t;
     Sysroot root(t.root());
