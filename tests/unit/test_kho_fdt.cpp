@@ -479,6 +479,34 @@ TEST(KhoFdtCrafted, EmptyAndTinyBlobs) {
     EXPECT_TRUE(any_error_contains(decode_kho_subtree("kho_test", "", "/x", false), "empty"));
 }
 
+// fdt_check_full() takes a structure block at any offset; tools/fuzz found
+// khod then reading a property's name offset through a misaligned pointer.
+TEST(KhoFdtCrafted, StructureBlockAtAnOddOffset) {
+    const std::string aligned =
+        FdtBuilder().str("compatible", "kho-v4").native<std::uint64_t>("preserved-memory-map", 7).finish();
+    std::string b = aligned;
+    const std::uint32_t off_struct = be32(b, 8);
+    b.insert(off_struct, 1, '\0');
+    put_be32(b, 4, static_cast<std::uint32_t>(b.size()));
+    put_be32(b, 8, off_struct + 1);
+    put_be32(b, 12, be32(b, 12) + 1);
+    FdtBlob f = parse_fdt(b, "odd");
+    ASSERT_TRUE(f.valid) << (f.error ? f.error->describe() : "");
+    ASSERT_TRUE(f.root);
+    FdtBlob g = parse_fdt(aligned, "aligned");
+    ASSERT_TRUE(g.root);
+    for (const char* name : {"compatible", "preserved-memory-map"}) {
+        const FdtProperty* odd = f.root->property(name);
+        const FdtProperty* even = g.root->property(name);
+        ASSERT_TRUE(odd && even) << name;
+        EXPECT_EQ(odd->name_offset, even->name_offset) << name;
+        EXPECT_EQ(odd->value, even->value) << name;
+    }
+    KhoRoot r = decode_kho_root(b, "odd");
+    EXPECT_EQ(r.version, KhoRootVersion::v4);
+    EXPECT_EQ(r.memory_map, 7u);
+}
+
 TEST(KhoFdtCrafted, TotalsizeBeyondTheFile) {
     std::string b =
         FdtBuilder().str("compatible", "kho-v4").native<std::uint64_t>("preserved-memory-map", 7).finish();

@@ -2,6 +2,7 @@
 
 #include <libfdt.h>
 
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 
@@ -66,6 +67,16 @@ void attach_nested(FdtProperty& prop, const std::string& what, int nested_levels
     prop.nested = std::make_shared<const FdtBlob>(parse_fdt(prop.value, where, nested_levels - 1));
 }
 
+// The blob is 8-byte aligned, but fdt_check_full() accepts a structure block
+// at any offset, so a property may sit at an odd address: its name offset is
+// read byte-wise, never through the struct (tools/fuzz found the misaligned
+// load with off_dt_struct = 0x39).
+std::uint32_t name_offset(const struct fdt_property* raw) {
+    fdt32_t be = 0;
+    std::memcpy(&be, reinterpret_cast<const char*>(raw) + offsetof(struct fdt_property, nameoff), sizeof be);
+    return fdt32_to_cpu(be);
+}
+
 // Walks a blob that fdt_check_full() accepted, through libfdt only.
 FdtNode build_node(const void* fdt, int offset, int depth, const std::string& what, int nested_levels) {
     FdtNode node;
@@ -83,7 +94,7 @@ FdtNode build_node(const void* fdt, int offset, int depth, const std::string& wh
         }
         FdtProperty prop;
         if (pname) prop.name = pname;
-        prop.name_offset = fdt32_to_cpu(raw->nameoff);
+        prop.name_offset = name_offset(raw);
         prop.length = static_cast<std::uint32_t>(plen);
         prop.value.assign(static_cast<const char*>(value), static_cast<std::size_t>(plen));
         attach_nested(prop, what, nested_levels);
