@@ -135,6 +135,37 @@ TEST(ReadValue, OneValueInOneReadAndAPageIsRefused) {
     EXPECT_EQ(missing.error().code, ENOENT);
 }
 
+// A KernelDir reads below itself with openat(); what it reads, and the
+// paths its errors name, are those of the whole path.
+TEST(KernelDir, ReadsBelowItselfAndErrorsNameTheWholePath) {
+    TempTree t;
+    Sysroot root(t.root());
+    t.write("sys/devices/system/cpu/cpu3/crash_notes", "7dc1a000\n");
+    t.write("sys/devices/system/cpu/cpu3/bad", "zz\n");
+    t.write("sys/devices/system/cpu/big", std::string(4096, '1'));
+    auto cpus = KernelDir::open(root.sys("devices/system/cpu"));
+    ASSERT_TRUE(cpus) << cpus.error().describe();
+    EXPECT_EQ(*read_value(*cpus, "cpu3/crash_notes"), "7dc1a000\n");
+    EXPECT_EQ(*read_hex_u64(*cpus, "cpu3/crash_notes"), 0x7dc1a000u);
+    EXPECT_EQ(cpus->below("cpu3/crash_notes").kernel, "/sys/devices/system/cpu/cpu3/crash_notes");
+
+    auto missing = read_hex_u64(*cpus, "cpu9/crash_notes");
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.error().code, ENOENT);
+    EXPECT_EQ(missing.error().path, (t.root() / "sys/devices/system/cpu/cpu9/crash_notes").string());
+    auto bad = read_hex_u64(*cpus, "cpu3/bad");
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().path, (t.root() / "sys/devices/system/cpu/cpu3/bad").string());
+    auto big = read_value(*cpus, "big");
+    ASSERT_FALSE(big);
+    EXPECT_NE(big.error().describe().find("not one value"), std::string::npos) << big.error().describe();
+
+    auto no_dir = KernelDir::open(root.sys("devices/system/node"));
+    ASSERT_FALSE(no_dir);
+    EXPECT_EQ(no_dir.error().code, ENOENT);
+    EXPECT_EQ(no_dir.error().path, (t.root() / "sys/devices/system/node").string());
+}
+
 TEST(ReadFlag, OnlyZeroAndOne) {
     TempTree t;
     Sysroot root(t.root());

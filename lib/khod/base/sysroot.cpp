@@ -25,6 +25,31 @@ std::string host_string(const KernelPath& path) {
     return path.host.string();
 }
 
+// One read() of at most a page from an open attribute; `name()` names it in
+// errors, so a path is only built when something fails.
+template <typename Name>
+Result<std::string> read_one_value(const UniqueFd& fd, const Name& name) {
+    if (!fd.valid()) return errno_error(errno, name(), "cannot open");
+    char buf[4096];
+    ssize_t n = 0;
+    do {
+        n = ::read(fd.get(), buf, sizeof buf);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return errno_error(errno, name(), "cannot read");
+    if (static_cast<size_t>(n) == sizeof buf) return plain_error(name(), "a page or more: not one value");
+    return std::string(buf, static_cast<size_t>(n));
+}
+
+template <typename Name>
+Result<std::uint64_t> parse_hex_value(std::string_view text, const Name& name) {
+    std::string_view t = trim(text);
+    std::uint64_t value = 0;
+    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), value, 16);
+    if (t.empty() || ec != std::errc() || end != t.data() + t.size())
+        return plain_error(name(), "expected a hex number, found \"" + std::string(t) + "\"");
+    return value;
+}
+
 }  // namespace
 
 Sysroot::Sysroot(std::filesystem::path root)
@@ -84,16 +109,7 @@ Result<std::string> read_file(const KernelPath& path) {
 
 Result<std::string> read_value(const KernelPath& path) {
     UniqueFd fd(::open(path.host.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
-    if (!fd.valid()) return errno_error(errno, host_string(path), "cannot open");
-    char buf[4096];
-    ssize_t n = 0;
-    do {
-        n = ::read(fd.get(), buf, sizeof buf);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) return errno_error(errno, host_string(path), "cannot read");
-    if (static_cast<size_t>(n) == sizeof buf)
-        return plain_error(host_string(path), "a page or more: not one value");
-    return std::string(buf, static_cast<size_t>(n));
+    return read_one_value(fd, [&] { return host_string(path); });
 }
 
 Result<void> write_file(const KernelPath& path, std::string_view data) {
@@ -139,12 +155,36 @@ Result<std::uint64_t> read_u64(const KernelPath& path) {
 Result<std::uint64_t> read_hex_u64(const KernelPath& path) {
     auto text = read_value(path);
     if (!text) return text.error();
-    std::string_view t = trim(*text);
-    std::uint64_t value = 0;
-    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), value, 16);
-    if (t.empty() || ec != std::errc() || end != t.data() + t.size())
-        return plain_error(host_string(path), "expected a hex number, found \"" + std::string(t) + "\"");
-    return value;
+    return parse_hex_value(*text, [&] { return host_string(path); });
+}
+
+Result<KernelDir> KernelDir::open(KernelPath path) {
+    UniqueFd fd(::open(path.host.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!fd.valid()) return errno_error(errno, host_string(path), "cannot open directory");
+    return KernelDir(std::move(path), std::move(fd));
+}
+
+KernelPath KernelDir::below(std::string_view rel) const {
+    std::string kernel = path_.kernel;
+    kernel += '/';
+    kernel += rel;
+    return KernelPath{std::move(kernel), path_.host / rel};
+}
+
+Result<std::string> read_value(const KernelDir& dir, std::string_view rel) {
+    // openat() needs a terminated name; attribute paths are short.
+    char name[256];
+    if (rel.size() >= sizeof name) return plain_error(host_string(dir.below(rel)), "name too long");
+    rel.copy(name, rel.size());
+    name[rel.size()] = '\0';
+    UniqueFd fd(::openat(dir.fd(), name, O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    return read_one_value(fd, [&] { return host_string(dir.below(rel)); });
+}
+
+Result<std::uint64_t> read_hex_u64(const KernelDir& dir, std::string_view rel) {
+    auto text = read_value(dir, rel);
+    if (!text) return text.error();
+    return parse_hex_value(*text, [&] { return host_string(dir.below(rel)); });
 }
 
 Result<bool> read_flag(const KernelPath& path) {

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "khod/base/fd.hpp"
 #include "khod/base/result.hpp"
 
 namespace khod {
@@ -65,6 +66,27 @@ Result<std::uint64_t> read_u64(const KernelPath& path);
 Result<std::uint64_t> read_hex_u64(const KernelPath& path);
 // A 0/1 flag.
 Result<bool> read_flag(const KernelPath& path);
+
+// A kernel directory held open, to read many attributes below it with
+// openat(): its path is walked once, not once per file (a crash load reads
+// an attribute of each of up to thousands of CPUs).
+class KernelDir {
+public:
+    static Result<KernelDir> open(KernelPath path);
+    const KernelPath& path() const { return path_; }
+    // What `rel` below it is called, for messages.
+    KernelPath below(std::string_view rel) const;
+    int fd() const { return fd_.get(); }
+
+private:
+    KernelDir(KernelPath path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
+    KernelPath path_;
+    UniqueFd fd_;
+};
+
+// read_value() and read_hex_u64() of the file `rel` below `dir`.
+Result<std::string> read_value(const KernelDir& dir, std::string_view rel);
+Result<std::uint64_t> read_hex_u64(const KernelDir& dir, std::string_view rel);
 // Replaces a file's content the way `echo data > file` does (O_TRUNC, no O_CREAT):
 // for sysfs/debugfs attributes the kernel's errno comes back from write().
 Result<void> write_file(const KernelPath& path, std::string_view data);

@@ -8,8 +8,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
+#include <charconv>
 #include <memory>
+#include <span>
 #include <sstream>
 
 #include "khod/base/fd.hpp"
@@ -53,6 +57,16 @@ Result<std::uint64_t> read_notes_size(const KernelPath& path) {
     return *size;
 }
 
+// "cpuN/<attr>" in `buf`, without an allocation: this runs per possible CPU.
+std::string_view cpu_attr(std::span<char, 48> buf, unsigned cpu, std::string_view attr) {
+    std::string_view prefix = "cpu";
+    char* p = std::copy(prefix.begin(), prefix.end(), buf.data());
+    p = std::to_chars(p, buf.data() + buf.size(), cpu).ptr;
+    *p++ = '/';
+    p = std::copy(attr.begin(), attr.end(), p);
+    return {buf.data(), static_cast<std::size_t>(p - buf.data())};
+}
+
 Result<void> read_cpu_notes(const Sysroot& root, CoreLayout& out, CoreLayoutCache* cache) {
     const KernelPath possible_path = root.sys("devices/system/cpu/possible");
     auto possible_text = read_file(possible_path);
@@ -60,7 +74,10 @@ Result<void> read_cpu_notes(const Sysroot& root, CoreLayout& out, CoreLayoutCach
     auto possible = parse_list(*possible_text, possible_path.host.string());
     if (!possible) return possible.error();
     if (possible->empty()) return plain_error(possible_path.host.string(), "lists no CPU");
+    auto cpus = KernelDir::open(root.sys("devices/system/cpu"));
+    if (!cpus) return cpus.error();
     std::optional<std::uint64_t> notes_size;
+    std::array<char, 48> buf;
     for (unsigned cpu : *possible) {
         if (cache) {
             if (auto known = cache->cpu_notes.find(cpu); known != cache->cpu_notes.end()) {
@@ -68,29 +85,29 @@ Result<void> read_cpu_notes(const Sysroot& root, CoreLayout& out, CoreLayoutCach
                 continue;
             }
         }
-        const std::string dir = "devices/system/cpu/cpu" + std::to_string(cpu);
-        const KernelPath notes_path = root.sys(dir + "/crash_notes");
-        auto addr = read_hex_u64(notes_path);
+        const std::string_view notes_rel = cpu_attr(buf, cpu, "crash_notes");
+        auto addr = read_hex_u64(*cpus, notes_rel);
         if (!addr) {
+            const std::string notes_path = cpus->below(notes_rel).host.string();
             // Only present CPUs have a cpuN directory (cpu_dev_register_generic()).
-            if (is_missing(addr.error()) && !exists(root.sys(dir))) {
+            if (is_missing(addr.error()) && !exists(cpus->below("cpu" + std::to_string(cpu)))) {
                 out.cpus_without_notes.push_back(cpu);
                 continue;
             }
             if (is_missing(addr.error()))
-                return plain_error(notes_path.host.string(),
+                return plain_error(notes_path,
                                    "missing while the CPU is there: the kernel keeps no crash notes "
                                    "(CONFIG_CRASH_DUMP off?)");
             return with_root_hint(addr.error());
         }
         // Every CPU's crash_notes_size shows sizeof(note_buf_t): read once.
         if (!notes_size) {
-            auto size = read_notes_size(root.sys(dir + "/crash_notes_size"));
+            auto size = read_notes_size(cpus->below(cpu_attr(buf, cpu, "crash_notes_size")));
             if (!size) return size.error();
             notes_size = *size;
         }
         if (*addr == 0)
-            return plain_error(notes_path.host.string(),
+            return plain_error(cpus->below(cpu_attr(buf, cpu, "crash_notes")).host.string(),
                                "reads 0: no note buffer for cpu " + std::to_string(cpu));
         out.cpu_notes.push_back({cpu, CoreNote{*addr, *notes_size}});
         if (cache) cache->cpu_notes[cpu] = CoreNote{*addr, *notes_size};
@@ -98,7 +115,6 @@ Result<void> read_cpu_notes(const Sysroot& root, CoreLayout& out, CoreLayoutCach
     return {};
 }
 
-// "%pa %x\n": the vmcoreinfo note's physical address and VMCOREINFO_NOTE_SIZE, both hex.
 Result<void> read_vmcoreinfo(const Sysroot& root, CoreLayout& out) {
     const KernelPath path = root.sys("kernel/vmcoreinfo");
     auto text = read_trimmed(path);
