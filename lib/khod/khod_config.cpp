@@ -6,6 +6,8 @@
 #include <cctype>
 #include <charconv>
 #include <cstring>
+#include <set>
+#include <string>
 
 #include "khod/base/probe.hpp"
 
@@ -22,6 +24,7 @@ struct ParseState {
     std::string name;
     std::string error;  // first failure, with its key
     bool cmdline_seen = false;
+    std::set<std::string, std::less<>> unknown_sections;  // each warned about once
 };
 
 std::string lower(std::string_view s) {
@@ -88,7 +91,8 @@ int on_entry(void* user, const char* section, const char* key, const char* value
     if (sec == "LiveUpdate") return on_liveupdate_entry(st, name, val);
     if (sec == "Metrics") return on_metrics_entry(st, name, val);
     if (sec != "Kdump") {
-        st->config->warnings.push_back(st->name + ": unknown section [" + sec + "], ignored");
+        if (st->unknown_sections.insert(sec).second)
+            st->config->warnings.push_back(st->name + ": unknown section [" + sec + "], ignored");
         return 1;
     }
     if (name == "WatchHotplug") {
@@ -211,7 +215,7 @@ Result<void> apply_khod_config(std::string_view text, const std::string& name, K
         start = nl + 1;
         ++lineno;
     }
-    ParseState st{&config, name, {}, false};
+    ParseState st{&config, name, {}, false, {}};
     const std::string copy(text);  // ini_parse_string needs a NUL-terminated string
     const int r = ini_parse_string(copy.c_str(), on_entry, &st);
     if (r < 0) return plain_error(name, "cannot parse (inih error " + std::to_string(r) + ")");

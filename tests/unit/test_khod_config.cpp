@@ -73,6 +73,13 @@ TEST(KhodConfig, ErrorsNameTheFileAndLineAndUnknownKeysWarn) {
     KhodConfig w;
     ASSERT_TRUE(apply_khod_config("[Kdump]\nSettle=1\n[Other]\nX=1\n", "x.conf", w));
     EXPECT_EQ(w.warnings.size(), 2u);
+
+    // An unknown section is named once, not once per key in it.
+    KhodConfig u;
+    ASSERT_TRUE(apply_khod_config("[Other]\nX=1\nY=2\n[Kdump]\nZ=3\n[Other]\nW=4\n", "x.conf", u));
+    ASSERT_EQ(u.warnings.size(), 2u);
+    EXPECT_EQ(u.warnings[0], "x.conf: unknown section [Other], ignored");
+    EXPECT_EQ(u.warnings[1], "x.conf: unknown key Z= in [Kdump], ignored");
 }
 
 TEST(KhodConfig, Durations) {
