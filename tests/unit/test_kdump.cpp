@@ -669,6 +669,21 @@ TEST(KdumpRecord, DamagedOrForeignRecordsCountForNothing) {
         R"({"version":1,"boot_id":"boot-a","managed":true,"intent":{"step":"load","since_usec":1e300}})",
         "boot-a"));
     EXPECT_FALSE(parse_kdump_record(R"([1,2])", "boot-a"));
+    // A null recipe is no recipe; a null intent, a loader that is not a
+    // string or a recipe that is not an object is damage.
+    auto no_recipe =
+        parse_kdump_record(R"({"version":1,"boot_id":"boot-a","managed":false,"recipe":null})", "boot-a");
+    ASSERT_TRUE(no_recipe);
+    EXPECT_FALSE(no_recipe->recipe);
+    EXPECT_FALSE(no_recipe->managed);
+    EXPECT_FALSE(
+        parse_kdump_record(R"({"version":1,"boot_id":"boot-a","managed":true,"intent":null})", "boot-a"));
+    EXPECT_FALSE(parse_kdump_record(
+        R"({"version":1,"boot_id":"boot-a","managed":true,"recipe":{"kernel":"/k","initrd":"","cmdline":"c","source":"s","loader":1}})",
+        "boot-a"));
+    EXPECT_FALSE(
+        parse_kdump_record(R"({"version":1,"boot_id":"boot-a","managed":true,"recipe":"/k"})", "boot-a"));
+    EXPECT_FALSE(parse_kdump_record(R"({"version":1,"boot_id":7,"managed":true})", "boot-a"));
 }
 
 TEST(Kdump, NoRecipeIsReported) {

@@ -21,46 +21,71 @@ nlohmann::json recipe_json(const CrashRecipe& r) {
             {"loader", to_string(r.loader)}};
 }
 
-// at(): a missing field or one of the wrong type throws, and the caller
-// discards the record.
-// A record written before loaders existed has no "loader": those were file loads.
-CrashRecipe recipe_from(const nlohmann::json& j) {
-    CrashRecipe r{j.at("kernel").get<std::string>(), j.at("initrd").get<std::string>(),
-                  j.at("cmdline").get<std::string>(), j.at("source").get<std::string>()};
-    if (j.contains("loader")) {
-        const auto loader = parse_crash_loader(j.at("loader").get<std::string>());
-        if (!loader) throw std::invalid_argument("unknown loader");
-        r.loader = *loader;
-    }
-    return r;
+// A damaged or hand-edited record is discarded: each field is checked for
+// its type here, and nothing throws (fuzz-records spent most of its time
+// unwinding nlohmann's exceptions when at() and get() did the checking).
+const nlohmann::json* field(const nlohmann::json& j, const char* key) {
+    auto it = j.find(key);  // end() for anything but an object
+    return it == j.end() ? nullptr : &*it;
+}
+
+std::optional<std::string> string_field(const nlohmann::json& j, const char* key) {
+    const nlohmann::json* v = field(j, key);
+    if (!v || !v->is_string()) return std::nullopt;
+    return v->get_ref<const std::string&>();
 }
 
 // nlohmann converts a float or a negative number to an unsigned by a cast,
 // undefined out of range (fuzz-records found 1e34 as "version"): only an
 // unsigned integer is taken.
-std::uint64_t unsigned_from(const nlohmann::json& j, const char* key) {
-    const auto& v = j.at(key);
-    if (!v.is_number_unsigned())
-        throw std::invalid_argument(std::string(key) + " is not an unsigned integer");
-    return v.get<std::uint64_t>();
+std::optional<std::uint64_t> unsigned_field(const nlohmann::json& j, const char* key) {
+    const nlohmann::json* v = field(j, key);
+    if (!v || !v->is_number_unsigned()) return std::nullopt;
+    return v->get<std::uint64_t>();
 }
 
-std::optional<CrashRecipe> optional_recipe(const nlohmann::json& j, const char* key) {
-    if (!j.contains(key) || j.at(key).is_null()) return std::nullopt;
-    return recipe_from(j.at(key));
+std::optional<bool> bool_field(const nlohmann::json& j, const char* key) {
+    const nlohmann::json* v = field(j, key);
+    if (!v || !v->is_boolean()) return std::nullopt;
+    return v->get<bool>();
 }
 
-KdumpIntent intent_from(const nlohmann::json& j) {
+// A record written before loaders existed has no "loader": those were file loads.
+std::optional<CrashRecipe> recipe_from(const nlohmann::json& j) {
+    auto kernel = string_field(j, "kernel"), initrd = string_field(j, "initrd");
+    auto cmdline = string_field(j, "cmdline"), source = string_field(j, "source");
+    if (!kernel || !initrd || !cmdline || !source) return std::nullopt;
+    CrashRecipe r{std::move(*kernel), std::move(*initrd), std::move(*cmdline), std::move(*source)};
+    if (field(j, "loader")) {
+        const auto name = string_field(j, "loader");
+        const auto loader = name ? parse_crash_loader(*name) : std::nullopt;
+        if (!loader) return std::nullopt;
+        r.loader = *loader;
+    }
+    return r;
+}
+
+// Absent or null: no recipe. Anything else must be a whole recipe, or the
+// record is discarded (false).
+bool read_optional_recipe(const nlohmann::json& j, const char* key, std::optional<CrashRecipe>& out) {
+    const nlohmann::json* v = field(j, key);
+    if (!v || v->is_null()) return true;
+    out = recipe_from(*v);
+    return out.has_value();
+}
+
+std::optional<KdumpIntent> intent_from(const nlohmann::json& j) {
     KdumpIntent intent;
-    const auto step = j.at("step").get<std::string>();
+    const auto step = string_field(j, "step");
     if (step == "load")
         intent.step = KdumpIntent::Step::load;
     else if (step == "unload")
         intent.step = KdumpIntent::Step::unload;
     else
-        throw std::invalid_argument("unknown step " + step);
-    intent.recipe = optional_recipe(j, "recipe");
-    intent.since = unsigned_from(j, "since_usec");
+        return std::nullopt;
+    const auto since = unsigned_field(j, "since_usec");
+    if (!since || !read_optional_recipe(j, "recipe", intent.recipe)) return std::nullopt;
+    intent.since = *since;
     return intent;
 }
 
@@ -87,18 +112,20 @@ std::string format_kdump_record(const KdumpRecord& record, const std::string& bo
 std::optional<KdumpRecord> parse_kdump_record(std::string_view text, const std::string& boot_id) {
     const auto j = nlohmann::json::parse(text, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return std::nullopt;
-    try {
-        if (unsigned_from(j, "version") != record_version || j.at("boot_id").get<std::string>() != boot_id)
-            return std::nullopt;
-        KdumpRecord record;
-        record.managed = j.at("managed").get<bool>();
-        record.recipe = optional_recipe(j, "recipe");
-        record.last_good = optional_recipe(j, "last_good");
-        if (j.contains("intent")) record.intent = intent_from(j.at("intent"));
-        return record;
-    } catch (const std::exception&) {
-        return std::nullopt;  // a hand-edited or damaged record
+    const auto version = unsigned_field(j, "version");
+    const auto written_in = string_field(j, "boot_id");
+    const auto managed = bool_field(j, "managed");
+    if (version != record_version || written_in != boot_id || !managed) return std::nullopt;
+    KdumpRecord record;
+    record.managed = *managed;
+    if (!read_optional_recipe(j, "recipe", record.recipe) ||
+        !read_optional_recipe(j, "last_good", record.last_good))
+        return std::nullopt;
+    if (const nlohmann::json* intent = field(j, "intent")) {
+        record.intent = intent_from(*intent);
+        if (!record.intent) return std::nullopt;
     }
+    return record;
 }
 
 Result<void> write_kdump_record(const std::filesystem::path& path, const KdumpRecord& record,
