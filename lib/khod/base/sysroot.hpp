@@ -73,7 +73,6 @@ Result<bool> read_flag(const KernelPath& path);
 class KernelDir {
 public:
     static Result<KernelDir> open(KernelPath path);
-    const KernelPath& path() const { return path_; }
     // What `rel` below it is called, for messages.
     KernelPath below(std::string_view rel) const;
     int fd() const { return fd_.get(); }

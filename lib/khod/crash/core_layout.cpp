@@ -115,6 +115,7 @@ Result<void> read_cpu_notes(const Sysroot& root, CoreLayout& out, CoreLayoutCach
     return {};
 }
 
+// "%pa %x\n": the vmcoreinfo note's physical address and VMCOREINFO_NOTE_SIZE, both hex.
 Result<void> read_vmcoreinfo(const Sysroot& root, CoreLayout& out) {
     const KernelPath path = root.sys("kernel/vmcoreinfo");
     auto text = read_trimmed(path);

@@ -22,8 +22,7 @@ nlohmann::json recipe_json(const CrashRecipe& r) {
 }
 
 // A damaged or hand-edited record is discarded: each field is checked for
-// its type here, and nothing throws (fuzz-records spent most of its time
-// unwinding nlohmann's exceptions when at() and get() did the checking).
+// its type here. A bad record is an expected input, so nothing throws.
 const nlohmann::json* field(const nlohmann::json& j, const char* key) {
     auto it = j.find(key);  // end() for anything but an object
     return it == j.end() ? nullptr : &*it;
