@@ -110,10 +110,14 @@ def report_outcome(out: Outcome):
     """PASS/FAIL line; a failure's further lines and details indented below it."""
     if out.ok:
         log(f"PASS {out.name} ({out.seconds:.1f}s)")
+        if out.retried:
+            log(f"    run twice: {out.retried}")
         return
     first, _, rest = out.reason.partition("\n")
     log(f"FAIL {out.name}: {first}")
     details = join_details(rest, out.details)
+    if out.retried:
+        details = join_details(f"(the second run; the first: {out.retried})", details)
     if details:
         log("    " + details.replace("\n", "\n    "))
 
@@ -122,6 +126,7 @@ def write_summary(path: Path, outcomes: list[Outcome], keep: bool):
     passed = sum(o.ok for o in outcomes)
     summary = {"passed": passed, "failed": len(outcomes) - passed, "scenarios": [
         {"name": o.name, "ok": o.ok, "seconds": round(o.seconds, 2), "reason": o.reason,
+         "retried": o.retried,
          "workdir": str(o.workdir) if keep and o.workdir else None}
         for o in outcomes]}
     path.write_text(json.dumps(summary, indent=2) + "\n")
