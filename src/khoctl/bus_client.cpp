@@ -113,7 +113,7 @@ int read_value(sd_bus_message* m, nlohmann::json& out) {
 }  // namespace
 
 bool KhodClient::properties(const char* interface, nlohmann::json& out, BusFailure& failure) {
-    sd_bus_error error = SD_BUS_ERROR_NULL;
+    sd_bus_error error{};  // SD_BUS_ERROR_NULL, without its C compound literal
     sd_bus_message* reply = nullptr;
     int r = sd_bus_call_method(bus_, khod1::bus_name, khod1::object_path, "org.freedesktop.DBus.Properties",
                                "GetAll", &error, &reply, "s", interface);
@@ -140,7 +140,7 @@ bool KhodClient::properties(const char* interface, nlohmann::json& out, BusFailu
 }
 
 bool KhodClient::property(const char* interface, const char* name, nlohmann::json& out, BusFailure& failure) {
-    sd_bus_error error = SD_BUS_ERROR_NULL;
+    sd_bus_error error{};  // SD_BUS_ERROR_NULL, without its C compound literal
     sd_bus_message* reply = nullptr;
     int r = sd_bus_call_method(bus_, khod1::bus_name, khod1::object_path, "org.freedesktop.DBus.Properties",
                                "Get", &error, &reply, "ss", interface, name);

@@ -51,7 +51,7 @@ private:
 template <class... Args>
 bool KhodClient::call(const char* interface, const char* method, BusFailure& failure, const char* signature,
                       Args... args) {
-    sd_bus_error error = SD_BUS_ERROR_NULL;
+    sd_bus_error error{};  // SD_BUS_ERROR_NULL, without its C compound literal
     int r = sd_bus_call_method(bus_, khod1::bus_name, khod1::object_path, interface, method, &error, nullptr,
                                signature, args...);
     bool ok = check(r, &error, method, failure);
@@ -62,7 +62,7 @@ bool KhodClient::call(const char* interface, const char* method, BusFailure& fai
 template <class... Args>
 khod::UniqueFd KhodClient::call_for_fd(const char* interface, const char* method, BusFailure& failure,
                                        const char* signature, Args... args) {
-    sd_bus_error error = SD_BUS_ERROR_NULL;
+    sd_bus_error error{};  // SD_BUS_ERROR_NULL, without its C compound literal
     sd_bus_message* reply = nullptr;
     int r = sd_bus_call_method(bus_, khod1::bus_name, khod1::object_path, interface, method, &error, &reply,
                                signature, args...);

@@ -43,7 +43,7 @@ public:
     const char* message() const { return error_.message; }
 
 private:
-    sd_bus_error error_ = SD_BUS_ERROR_NULL;
+    sd_bus_error error_{};  // SD_BUS_ERROR_NULL, without its C compound literal
 };
 
 }  // namespace khod
