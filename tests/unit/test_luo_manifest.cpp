@@ -67,11 +67,20 @@ TEST(LuoManifest, RefusesMissingFieldsAndDuplicates) {
     EXPECT_FALSE(decode_manifest(with("\"name\":\"vm-1\"", "\"name\":\"" + std::string(64, 'a') + "\"")));
 }
 
+TEST(LuoManifest, BracketsInsideStringsAreNotNesting) {
+    auto m = decode_manifest(with("\"release\":\"", "\"release\":\"[[[[{{{{\\\"[[["));
+    ASSERT_TRUE(m) << m.error().message;
+    EXPECT_EQ(m->release.substr(0, 12), "[[[[{{{{\"[[[");
+}
+
 TEST(LuoManifest, RefusesGarbageDeepAndHuge) {
     EXPECT_FALSE(decode_manifest(""));
     EXPECT_FALSE(decode_manifest("[]"));
     EXPECT_FALSE(decode_manifest("{\"format\":1"));
     EXPECT_FALSE(decode_manifest(std::string(10000, '[') + std::string(10000, ']')));
+    auto deep = decode_manifest(with("\"phases\":{", "\"extra\":[[[[[[]]]]]],\"phases\":{"));
+    ASSERT_FALSE(deep);
+    EXPECT_NE(deep.error().message.find("nested deeper"), std::string::npos) << deep.error().message;
     EXPECT_FALSE(decode_manifest(std::string(luo_manifest_max_bytes + 1, ' ')));
     std::string many =
         "{\"format\":1,\"release\":\"r\",\"phases\":{\"exec_requested\":0,\"inhibitors_released\":0,"
