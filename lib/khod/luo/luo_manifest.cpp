@@ -21,8 +21,8 @@ constexpr std::size_t max_release_bytes = 64;  // __NEW_UTS_LEN
 constexpr int max_depth = 6;
 
 // Counts brackets outside strings, a pass over the bytes before nlohmann
-// builds anything: its callback parser, which could stop at a depth, costs
-// about twice the plain one.
+// builds anything: its callback parser, which could stop at a depth, costs a
+// std::function call and a temporary value per token.
 bool nests_deeper_than(std::string_view text, int limit) {
     int depth = 0;
     bool in_string = false;
